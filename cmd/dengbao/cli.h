@@ -1,0 +1,61 @@
+/* cli.h: helpers shared by the dengbao subcommands (private to cmd/dengbao).
+ *
+ * Exit status contract (scripts depend on it):
+ *   0  success, or a signature/tag that verifies
+ *   1  well-formed input that fails verification (signature, GCM tag, SM2 decryption, padding)
+ *   2  usage error or malformed input (bad hex, wrong key length, unreadable PEM or file)
+ *   3  internal failure (out of memory, crypto library failure, cannot write output)
+ * Every failure prints exactly one line "dengbao: <what went wrong>" on stderr.
+ */
+#ifndef DENGBAO_CLI_H
+#define DENGBAO_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dengbao/common.h"
+#include "dengbao/gm.h"
+
+#define CLI_OK       0
+#define CLI_FAIL     1
+#define CLI_USAGE    2
+#define CLI_INTERNAL 3
+
+#define CLI_INPUT_MAX ((size_t) 1 << 30)
+
+/* cli_exit_code maps a DBAO_E* code to the exit status above. */
+int cli_exit_code(int rc);
+
+/* cli_error prints "dengbao: <msg>" and returns the exit status for `rc`. */
+int cli_error(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* cli_usage_error prints "dengbao: <msg>" and the usage line, and returns CLI_USAGE. */
+int cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* cli_report prints err's message (or dbao_strerror(rc)) and returns the exit status. */
+int cli_report(int rc, const dbao_err *err);
+
+/* cli_read_input gets the message: from --xxx-hex text if given, else from the file `path`
+ * (NULL or "-" = stdin). With hex_text the file holds hex (surrounding white space ignored).
+ * *out is freed with dbao_free_secret(*out, *out_len). */
+int cli_read_input(uint8_t **out, size_t *out_len, const char *hex, const char *path, bool hex_text,
+                   dbao_err *err);
+
+/* cli_write_output writes bytes raw or as one line of lowercase hex to `path` (NULL or "-" =
+ * stdout). */
+int cli_write_output(const char *path, const uint8_t *data, size_t len, bool hex, dbao_err *err);
+
+/* cli_print_hex prints data as lowercase hex and a newline to stdout. */
+int cli_print_hex(const uint8_t *data, size_t len);
+
+/* cli_load_key loads an SM2 key from a PEM file or from hex (32-byte private d, or a 65/33-byte
+ * public point when !need_priv). */
+int cli_load_key(gm_sm2_key **out, const char *pem_path, const char *hex, bool need_priv,
+                 dbao_err *err);
+
+/* Subcommands. */
+int cmd_gm(int argc, char **argv);
+
+#endif

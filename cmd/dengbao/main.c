@@ -1,0 +1,47 @@
+/* main.c: the dengbao multi-command binary. Each subcommand lives in its own cmd_*.c; this
+ * file only dispatches. Daemons arrive as subcommands too (dengbao gateway, dengbao auditd). */
+#include "cli.h"
+
+#include <string.h>
+
+#ifndef DBAO_VERSION
+#define DBAO_VERSION "0.1.0"
+#endif
+
+static const char usage_text[] =
+    "usage: dengbao <command> [options]\n"
+    "\n"
+    "dengbao: infrastructure for GB/T 22239-2019 Level 3 (等保三级) and GB/T 39786-2021 (密评).\n"
+    "\n"
+    "commands:\n"
+    "  gm        national cryptography: SM2 keys, signatures and encryption, SM3, SM4\n"
+    "\n"
+    "options:\n"
+    "  --help      this text\n"
+    "  --version   the version\n"
+    "\n"
+    "'dengbao <command> --help' describes a command. Exit status: 0 success, 1 verification\n"
+    "failed, 2 usage or malformed input, 3 internal failure.\n";
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return CLI_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(usage_text, stdout);
+        return CLI_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("dengbao %s\n", DBAO_VERSION);
+        return CLI_OK;
+    }
+    if (strcmp(argv[1], "gm") == 0) {
+        return cmd_gm(argc - 1, argv + 1);
+    }
+    return cli_usage_error("dengbao <command> [options]; see dengbao --help",
+                           "unknown command '%s'", argv[1]);
+}

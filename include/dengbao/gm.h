@@ -1,0 +1,241 @@
+/* gm.h: the national cryptographic algorithms (商用密码) for every dengbao component.
+ *
+ *   SM3  GB/T 32905-2016  hash, and HMAC-SM3 (GM/T 0042)
+ *   SM4  GB/T 32907-2016  block cipher: ECB, CBC (PKCS#7 or no padding), CTR, GCM (RFC 8998)
+ *   SM2  GB/T 32918-2016  signatures with a distinguishing ID, public-key encryption
+ *                         (GM/T 0009 DER C1C3C2; raw C1C3C2 and C1C2C3 on request)
+ *
+ * OpenSSL 3 is the reference implementation underneath; dengbao's own code sits behind the
+ * same API and is checked against OpenSSL in the tests. SM2 always hashes Z with the given
+ * distinguishing ID (default "1234567812345678", GM/T 0009), never OpenSSL 3.0's silent empty
+ * ID. Byte strings are big-endian; SM2 public keys travel as 04||x||y (65 bytes); signatures
+ * are raw r||s (64 bytes) in the API with helpers to and from DER.
+ *
+ * Errors: 0 or a negative DBAO_E* code (common.h). DBAO_EVERIFY means a well-formed input
+ * failed verification (signature, GCM tag, SM2 decryption hash, CBC padding); DBAO_EKEY an
+ * unusable key; DBAO_EFORMAT malformed encoded input. Nothing aborts on bad input.
+ *
+ * Secrets live only in contexts and key objects; every cleanup/free wipes them.
+ *
+ * Threading: contexts and keys are used by one thread at a time, except that a gm_sm2_key and
+ * a keyed gm_sm4_ctx may be shared read-only by many threads once set up (sign, verify,
+ * encrypt, decrypt and every SM4 mode take them as const).
+ */
+#ifndef DENGBAO_GM_H
+#define DENGBAO_GM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dengbao/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- random ------------------------------------------------------------------------------ */
+
+/* gm_rand_bytes fills `buf` from OpenSSL's DRBG (seeded by getrandom). DBAO_ECRYPTO on
+ * failure; callers must not continue with the buffer then. */
+int gm_rand_bytes(void *buf, size_t len);
+
+/* ---- SM3 --------------------------------------------------------------------------------- */
+
+#define GM_SM3_DIGEST_LEN 32
+#define GM_SM3_BLOCK_LEN  64
+
+typedef struct gm_sm3_ctx {
+    uint32_t state[8];
+    uint64_t num_bytes; /* total bytes absorbed */
+    uint8_t buf[GM_SM3_BLOCK_LEN];
+    size_t buf_len;
+} gm_sm3_ctx;
+
+/* Streaming SM3. None of these can fail. Input is limited to 2^61 - 1 bytes (the standard's
+ * 2^64 bits). gm_sm3_final leaves ctx wiped; call gm_sm3_init to reuse it. */
+void gm_sm3_init(gm_sm3_ctx *ctx);
+void gm_sm3_update(gm_sm3_ctx *ctx, const void *data, size_t len);
+void gm_sm3_final(gm_sm3_ctx *ctx, uint8_t out[GM_SM3_DIGEST_LEN]);
+
+/* gm_sm3 hashes `len` bytes at `data` in one call. */
+void gm_sm3(uint8_t out[GM_SM3_DIGEST_LEN], const void *data, size_t len);
+
+typedef struct gm_hmac_sm3_ctx {
+    gm_sm3_ctx inner;
+    gm_sm3_ctx outer;
+} gm_hmac_sm3_ctx;
+
+/* HMAC-SM3 (RFC 2104 over SM3, GM/T 0042). Any key length (longer than 64 bytes is hashed
+ * first). gm_hmac_sm3_final wipes the context. gm_hmac_sm3_cleanup wipes a context that was
+ * abandoned before final. */
+void gm_hmac_sm3_init(gm_hmac_sm3_ctx *ctx, const void *key, size_t key_len);
+void gm_hmac_sm3_update(gm_hmac_sm3_ctx *ctx, const void *data, size_t len);
+void gm_hmac_sm3_final(gm_hmac_sm3_ctx *ctx, uint8_t out[GM_SM3_DIGEST_LEN]);
+void gm_hmac_sm3_cleanup(gm_hmac_sm3_ctx *ctx);
+void gm_hmac_sm3(uint8_t out[GM_SM3_DIGEST_LEN], const void *key, size_t key_len, const void *data,
+                 size_t len);
+
+/* ---- SM4 --------------------------------------------------------------------------------- */
+
+#define GM_SM4_KEY_LEN     16
+#define GM_SM4_BLOCK_LEN   16
+#define GM_SM4_GCM_TAG_LEN 16
+#define GM_SM4_GCM_IV_MAX  (1u << 16) /* bytes; the GCM spec allows up to 2^61 */
+
+/* A keyed SM4 context. Caller-owned storage: gm_sm4_init (cannot fail) makes it safe to clean
+ * up, gm_sm4_setkey keys it, gm_sm4_cleanup wipes the key material. The fields are private. */
+typedef struct gm_sm4_ctx {
+    uint8_t key[GM_SM4_KEY_LEN];
+    uint8_t ghash_h[16]; /* E_K(0^128), the GCM hash key */
+    bool keyed;
+} gm_sm4_ctx;
+
+void gm_sm4_init(gm_sm4_ctx *ctx);
+/* gm_sm4_setkey: DBAO_EKEY unless key_len is 16; DBAO_ECRYPTO if the cipher failed. */
+int gm_sm4_setkey(gm_sm4_ctx *ctx, const uint8_t *key, size_t key_len);
+void gm_sm4_cleanup(gm_sm4_ctx *ctx);
+
+/* ECB and CBC without padding: `len` must be a multiple of 16 (else DBAO_ERANGE). `out` has
+ * room for `len` bytes and may equal `in`. CBC updates `iv` to the last ciphertext block so
+ * calls chain. */
+int gm_sm4_ecb_encrypt(const gm_sm4_ctx *ctx, uint8_t *out, const uint8_t *in, size_t len);
+int gm_sm4_ecb_decrypt(const gm_sm4_ctx *ctx, uint8_t *out, const uint8_t *in, size_t len);
+int gm_sm4_cbc_encrypt(const gm_sm4_ctx *ctx, uint8_t *out, const uint8_t *in, size_t len,
+                       uint8_t iv[16]);
+int gm_sm4_cbc_decrypt(const gm_sm4_ctx *ctx, uint8_t *out, const uint8_t *in, size_t len,
+                       uint8_t iv[16]);
+
+/* PKCS#7-padded ECB and CBC. Encrypt writes in_len + (16 - in_len % 16) bytes (room for in_len +
+ * 16). Decrypt takes a non-empty multiple of 16 (else DBAO_ERANGE), writes at most in_len bytes and
+ * returns DBAO_EVERIFY if the padding is wrong (out is wiped then). The padding check is
+ * constant-time in the padding value. */
+int gm_sm4_ecb_encrypt_pad(const gm_sm4_ctx *ctx, uint8_t *out, size_t *out_len, const uint8_t *in,
+                           size_t in_len);
+int gm_sm4_ecb_decrypt_pad(const gm_sm4_ctx *ctx, uint8_t *out, size_t *out_len, const uint8_t *in,
+                           size_t in_len);
+int gm_sm4_cbc_encrypt_pad(const gm_sm4_ctx *ctx, uint8_t *out, size_t *out_len, const uint8_t *in,
+                           size_t in_len, const uint8_t iv[16]);
+int gm_sm4_cbc_decrypt_pad(const gm_sm4_ctx *ctx, uint8_t *out, size_t *out_len, const uint8_t *in,
+                           size_t in_len, const uint8_t iv[16]);
+
+/* CTR (NIST SP 800-38A: a 128-bit big-endian counter block incremented by one per block, as
+ * OpenSSL's SM4-CTR). Any length; out may equal in. On return `ctr` holds the next unused
+ * counter block; a call whose length is not a multiple of 16 must be the last one. */
+int gm_sm4_ctr(const gm_sm4_ctx *ctx, uint8_t *out, const uint8_t *in, size_t len, uint8_t ctr[16]);
+
+/* SM4-GCM (NIST SP 800-38D over SM4, RFC 8998). Any IV length from 1 to GM_SM4_GCM_IV_MAX
+ * (12 bytes is the fast and recommended one; other lengths go through GHASH as the spec
+ * says); any AAD and text length up to 2^36 - 32 bytes. seal writes len bytes of ciphertext
+ * and a 16-byte tag; open checks the tag in constant time before returning and on mismatch
+ * wipes `out` and returns DBAO_EVERIFY. out may equal in. */
+int gm_sm4_gcm_seal(const gm_sm4_ctx *ctx, uint8_t *out, uint8_t tag[GM_SM4_GCM_TAG_LEN],
+                    const uint8_t *iv, size_t iv_len, const uint8_t *aad, size_t aad_len,
+                    const uint8_t *in, size_t len);
+int gm_sm4_gcm_open(const gm_sm4_ctx *ctx, uint8_t *out, const uint8_t *iv, size_t iv_len,
+                    const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t len,
+                    const uint8_t tag[GM_SM4_GCM_TAG_LEN]);
+
+/* ---- SM2 --------------------------------------------------------------------------------- */
+
+#define GM_SM2_DEFAULT_ID     "1234567812345678"
+#define GM_SM2_DEFAULT_ID_LEN 16
+#define GM_SM2_ID_MAX         8191 /* ENTL is a 16-bit count of bits */
+#define GM_SM2_PRIV_LEN       32
+#define GM_SM2_PUB_LEN        65 /* 04 || x || y */
+#define GM_SM2_SIG_RAW_LEN    64 /* r || s */
+#define GM_SM2_SIG_DER_MAX    72
+#define GM_SM2_CT_OVERHEAD    97 /* raw C1 (65) + C3 (32); DER adds at most 13 more */
+
+/* An SM2 key pair or public key. Opaque; immutable after creation, so it may be shared by
+ * threads. Free with gm_sm2_key_free (NULL is a no-op), which wipes the private scalar. */
+typedef struct gm_sm2_key gm_sm2_key;
+
+/* gm_sm2_key_generate makes a new key pair from the DRBG. */
+int gm_sm2_key_generate(gm_sm2_key **out, dbao_err *err);
+
+/* gm_sm2_key_from_priv derives the public key from the private scalar d (32 bytes,
+ * 1 <= d <= n - 2, else DBAO_EKEY). */
+int gm_sm2_key_from_priv(gm_sm2_key **out, const uint8_t *d, size_t d_len, dbao_err *err);
+
+/* gm_sm2_key_from_pub takes 04||x||y (65 bytes) or a compressed 02/03||x (33 bytes).
+ * DBAO_EKEY if the point is not on the curve, is the point at infinity, or has a
+ * coordinate >= p; DBAO_EFORMAT for any other length or prefix. */
+int gm_sm2_key_from_pub(gm_sm2_key **out, const uint8_t *pub, size_t pub_len, dbao_err *err);
+
+/* gm_sm2_key_from_pem reads a PEM private key (PKCS#8 "PRIVATE KEY" or SEC1 "EC PRIVATE KEY")
+ * or public key (SubjectPublicKeyInfo "PUBLIC KEY") on the SM2 curve. Encrypted PEM is
+ * refused (DBAO_ENOTSUP). Keys on other curves give DBAO_EKEY. */
+int gm_sm2_key_from_pem(gm_sm2_key **out, const char *pem, size_t pem_len, dbao_err *err);
+
+/* gm_sm2_key_from_der: the same for DER (PKCS#8 PrivateKeyInfo or SubjectPublicKeyInfo). */
+int gm_sm2_key_from_der(gm_sm2_key **out, const uint8_t *der, size_t der_len, dbao_err *err);
+
+/* gm_sm2_key_to_pem writes PKCS#8 PEM (with_priv, DBAO_EKEY on a public key) or
+ * SubjectPublicKeyInfo PEM into a new NUL-terminated buffer; free with dbao_free_secret(*out,
+ * *out_len) for private keys. */
+int gm_sm2_key_to_pem(const gm_sm2_key *key, char **out, size_t *out_len, bool with_priv,
+                      dbao_err *err);
+
+bool gm_sm2_key_has_priv(const gm_sm2_key *key);
+void gm_sm2_key_get_pub(const gm_sm2_key *key, uint8_t out[GM_SM2_PUB_LEN]);
+/* gm_sm2_key_get_priv copies d; DBAO_EKEY for a public-only key. Wipe the copy after use. */
+int gm_sm2_key_get_priv(const gm_sm2_key *key, uint8_t out[GM_SM2_PRIV_LEN]);
+void gm_sm2_key_free(gm_sm2_key *key);
+
+/* gm_sm2_compute_z: Z = SM3(ENTL || ID || a || b || xG || yG || xA || yA). id_len must be at
+ * most GM_SM2_ID_MAX (DBAO_ERANGE). */
+int gm_sm2_compute_z(uint8_t z[GM_SM3_DIGEST_LEN], const gm_sm2_key *key, const uint8_t *id,
+                     size_t id_len);
+/* gm_sm2_compute_e: e = SM3(Z || M), the value that is actually signed. */
+int gm_sm2_compute_e(uint8_t e[GM_SM3_DIGEST_LEN], const gm_sm2_key *key, const uint8_t *id,
+                     size_t id_len, const uint8_t *msg, size_t msg_len);
+
+/* Signing with a fresh random nonce; raw r||s out. DBAO_EKEY for a public-only key. */
+int gm_sm2_sign_digest(const gm_sm2_key *key, uint8_t sig[GM_SM2_SIG_RAW_LEN],
+                       const uint8_t e[GM_SM3_DIGEST_LEN]);
+int gm_sm2_sign(const gm_sm2_key *key, uint8_t sig[GM_SM2_SIG_RAW_LEN], const uint8_t *id,
+                size_t id_len, const uint8_t *msg, size_t msg_len);
+
+/* Verification: 0 if valid, DBAO_EVERIFY if not (including r or s outside [1, n-1]). */
+int gm_sm2_verify_digest(const gm_sm2_key *key, const uint8_t sig[GM_SM2_SIG_RAW_LEN],
+                         const uint8_t e[GM_SM3_DIGEST_LEN]);
+int gm_sm2_verify(const gm_sm2_key *key, const uint8_t sig[GM_SM2_SIG_RAW_LEN], const uint8_t *id,
+                  size_t id_len, const uint8_t *msg, size_t msg_len);
+
+/* Signature encodings. to_der writes SEQUENCE { INTEGER r, INTEGER s } (at most 72 bytes).
+ * from_der is strict DER (minimal lengths and integers, no trailing bytes, 0 < r, s < 2^256):
+ * DBAO_EFORMAT otherwise. sig_parse accepts either a raw 64-byte r||s or DER. */
+int gm_sm2_sig_to_der(uint8_t out[GM_SM2_SIG_DER_MAX], size_t *out_len,
+                      const uint8_t sig[GM_SM2_SIG_RAW_LEN]);
+int gm_sm2_sig_from_der(uint8_t sig[GM_SM2_SIG_RAW_LEN], const uint8_t *der, size_t der_len);
+int gm_sm2_sig_parse(uint8_t sig[GM_SM2_SIG_RAW_LEN], const uint8_t *in, size_t in_len);
+
+/* SM2 ciphertext forms. DER is GM/T 0009 SEQUENCE { INTEGER x1, INTEGER y1, OCTET STRING C3,
+ * OCTET STRING C2 }; the raw forms are 04||x1||y1||C3||C2 and 04||x1||y1||C2||C3. */
+typedef enum gm_sm2_ct_form {
+    GM_SM2_CT_DER = 0,
+    GM_SM2_CT_C1C3C2 = 1,
+    GM_SM2_CT_C1C2C3 = 2,
+} gm_sm2_ct_form;
+
+/* gm_sm2_encrypt encrypts msg (1 byte or more; DBAO_ERANGE for empty) to key's public key and
+ * stores a new ciphertext in the requested form in *out (free with dbao_free). */
+int gm_sm2_encrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, gm_sm2_ct_form form,
+                   const uint8_t *msg, size_t msg_len);
+
+/* gm_sm2_decrypt: DBAO_EFORMAT if the ciphertext cannot be parsed in `form` or C1 is not on
+ * the curve, DBAO_EVERIFY if C3 does not match (nothing is returned then), DBAO_EKEY for a
+ * public-only key. The plaintext in *out is freed with dbao_free_secret(*out, *out_len). */
+int gm_sm2_decrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, gm_sm2_ct_form form,
+                   const uint8_t *ct, size_t ct_len);
+
+/* gm_sm2_ct_convert re-encodes a ciphertext between forms without decrypting; it checks the
+ * structure (and, from DER, that x1 and y1 fit 32 bytes) but not the curve. */
+int gm_sm2_ct_convert(uint8_t **out, size_t *out_len, gm_sm2_ct_form to, const uint8_t *in,
+                      size_t in_len, gm_sm2_ct_form from);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DENGBAO_GM_H */
