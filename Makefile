@@ -41,7 +41,7 @@ bench: build
 	@scripts/bench.sh build
 
 run: build
-	@build/dengbao --help
+	@build/dengbao gm selftest && build/dengbao --help
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

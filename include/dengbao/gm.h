@@ -40,6 +40,11 @@ extern "C" {
  * failure; callers must not continue with the buffer then. */
 int gm_rand_bytes(void *buf, size_t len);
 
+/* gm_selftest runs the known-answer tests of every algorithm (GB/T 32905, 32907, 32918.5,
+ * RFC 8998) and SM2 pairwise-consistency checks. 0 if all pass, else DBAO_EVERIFY (or the
+ * failing call's code) with err naming the failed test. Daemons call it before serving. */
+int gm_selftest(dbao_err *err);
+
 /* ---- SM3 --------------------------------------------------------------------------------- */
 
 #define GM_SM3_DIGEST_LEN 32

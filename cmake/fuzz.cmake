@@ -1,0 +1,19 @@
+# libFuzzer targets: every tests/fuzz/fuzz_*.c, built with clang's -fsanitize=fuzzer plus ASan
+# and UBSan against an instrumented copy of the library.
+if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+  message(FATAL_ERROR "fuzz targets need clang (-DCMAKE_C_COMPILER=clang)")
+endif()
+add_library(dengbao_fuzz STATIC ${DBAO_SOURCES})
+target_include_directories(dengbao_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/include)
+target_compile_options(dengbao_fuzz PRIVATE -fsanitize=fuzzer-no-link,address,undefined)
+target_link_libraries(dengbao_fuzz PUBLIC PkgConfig::OPENSSL Threads::Threads)
+
+file(GLOB DBAO_FUZZ_TARGETS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_*.c)
+foreach(src ${DBAO_FUZZ_TARGETS})
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/gm)
+  target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(${name} PRIVATE dengbao_fuzz)
+endforeach()

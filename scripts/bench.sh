@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# bench.sh BUILD_DIR: runs every benchmark pinned to one core (the last one), each printing
+# dengbao next to its anchor measured in the same run, and the ratio.
+set -euo pipefail
+build=${1:-build}
+cpu=$(( $(nproc) - 1 ))
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, pinned to cpu $cpu"
+for b in "$build"/bench_*; do
+  [ -x "$b" ] || continue
+  echo "== $(basename "$b")"
+  # shellcheck disable=SC2086
+  taskset -c "$cpu" "$b" ${BENCH_ARGS:-}
+done
