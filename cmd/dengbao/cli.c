@@ -25,6 +25,8 @@ cli_exit_code(int rc)
     }
 }
 
+static void vprint_line(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+
 static void
 vprint_line(const char *fmt, va_list ap)
 {

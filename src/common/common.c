@@ -128,6 +128,9 @@ dbao_malloc(size_t len)
 void *
 dbao_calloc(size_t num, size_t len)
 {
+    if (len != 0 && num > SIZE_MAX / len) {
+        return NULL; /* num * len overflows */
+    }
     if (alloc_should_fail()) {
         return NULL;
     }
