@@ -80,7 +80,7 @@ void dbao_hex_encode(char *out, const uint8_t *in, size_t len);
 int dbao_hex_decode(uint8_t **out, size_t *out_len, const char *hex, size_t hex_len, dbao_err *err);
 
 /* dbao_hex_decode_fixed decodes exactly `len` bytes into caller storage; DBAO_EFORMAT if the
- * input is not exactly 2*len hex digits. */
+ * input is not exactly 2*len hex digits (`out` is then zeroed). */
 int dbao_hex_decode_fixed(uint8_t *out, size_t len, const char *hex, size_t hex_len, dbao_err *err);
 
 /* dbao_file_read reads the whole file at `path` (at most `max` bytes, else DBAO_ERANGE) into a
@@ -88,9 +88,10 @@ int dbao_hex_decode_fixed(uint8_t *out, size_t len, const char *hex, size_t hex_
  * Returns 0 or a negative code (-errno from the system). */
 int dbao_file_read(uint8_t **out, size_t *out_len, const char *path, size_t max, dbao_err *err);
 
-/* dbao_file_write writes `len` bytes to `path` atomically (temporary file in the same folder,
- * fsync, rename, fsync of the folder) with permission bits `mode` (0600 for key files) that
- * apply from the first byte written. "-" writes stdout. */
+/* dbao_file_write writes `len` bytes to `path` atomically (a unique temporary file in the same
+ * folder, fsync, rename, fsync of the folder) with permission bits `mode` (0600 for key files);
+ * the file is never more open than 0600 at any moment. Concurrent writers of one path are
+ * safe (the last rename wins). "-" writes stdout. */
 int dbao_file_write(const char *path, const void *data, size_t len, unsigned mode, dbao_err *err);
 
 #ifdef __cplusplus

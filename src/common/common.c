@@ -1,9 +1,9 @@
 /* common.c: errors, secret hygiene, allocation hooks, hex and whole-file I/O.
  *
  * Key files must never exist with loose permissions, not even for a moment: dbao_file_write
- * creates its temporary file with the final mode (O_CREAT with `mode`, umask cleared for that
- * call only through fchmod), writes, fsyncs, renames over the target and fsyncs the folder, so
- * a crash leaves either the old file or the new one, never a torn one.
+ * creates a unique temporary file (mkostemp: mode 0600 from birth), sets the final mode with
+ * fchmod, writes, fsyncs, renames it over the target and fsyncs the folder, so a crash leaves
+ * either the old file or the new one, never a torn one (and at worst a stray *.tmp.XXXXXX).
  */
 #include "dengbao/common.h"
 
@@ -236,11 +236,17 @@ dbao_hex_decode(uint8_t **out, size_t *out_len, const char *hex, size_t hex_len,
 int
 dbao_hex_decode_fixed(uint8_t *out, size_t len, const char *hex, size_t hex_len, dbao_err *err)
 {
+    int rc;
+
     if (hex_len != 2 * len) {
         return dbao_err_set(err, DBAO_EFORMAT, "expected %zu hex digits, got %zu", 2 * len,
                             hex_len);
     }
-    return hex_decode_into(out, hex, hex_len, err);
+    rc = hex_decode_into(out, hex, hex_len, err);
+    if (rc != 0) {
+        dbao_cleanse(out, len); /* no half-decoded secret left behind */
+    }
+    return rc;
 }
 
 int
@@ -261,10 +267,17 @@ dbao_file_read(uint8_t **out, size_t *out_len, const char *path, size_t max, dba
         ssize_t n;
 
         if (cap - len < 4096 + 1) {
-            size_t ncap = cap == 0 ? 8192 : cap * 2;
+            /* Grow geometrically, but never past what max allows (+1 to detect an overrun,
+             * +1 for the NUL); written so that max = SIZE_MAX cannot overflow. */
+            size_t limit = max > SIZE_MAX - 4096 - 2 ? SIZE_MAX : max + 4096 + 2;
+            size_t ncap = cap == 0 ? 8192 : cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
 
-            if (ncap > max + 1 + 4096) {
-                ncap = max + 1 + 4096;
+            if (ncap > limit) {
+                ncap = limit;
+            }
+            if (ncap <= cap) {
+                rc = dbao_err_set(err, DBAO_ERANGE, "'%s' is too large to read", path);
+                goto out;
             }
             nbuf = dbao_realloc(buf, ncap);
             if (nbuf == NULL) {
@@ -342,12 +355,15 @@ dbao_file_write(const char *path, const void *data, size_t len, unsigned mode, d
         }
         return 0;
     }
-    if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long) getpid()) >= sizeof(tmp)) {
+    /* A unique temporary name per call (mkostemp creates it 0600, O_EXCL): concurrent writers
+     * of one path and stale files left by a crash cannot collide with it. */
+    if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= sizeof(tmp)) {
         return dbao_err_set(err, DBAO_ERANGE, "path too long '%s'", path);
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 07777);
+    fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
-        return dbao_err_set(err, -errno, "cannot create '%s': %s", tmp, strerror(errno));
+        return dbao_err_set(err, -errno, "cannot create a temporary file for '%s': %s", path,
+                            strerror(errno));
     }
     /* The umask may have removed bits but never added any; make the mode exact. */
     rc = 0;

@@ -35,6 +35,10 @@ gm__store_be64(uint8_t *p, uint64_t v)
     gm__store_be32(p + 4, (uint32_t) v);
 }
 
+/* The active implementation paths (impl.c). */
+#include <stdbool.h>
+bool gm__sm2_fast(void);
+
 /* SM3 compression of nblocks 64-byte blocks (sm3.c). */
 void gm__sm3_compress(uint32_t state[8], const uint8_t *blocks, size_t nblocks);
 

@@ -1,7 +1,9 @@
 /* sm2.c: SM2 keys, signatures (GB/T 32918.2) and public-key encryption (GB/T 32918.4).
  *
- * OpenSSL 3 does the curve arithmetic (EVP_PKEY of type "SM2"); dengbao owns everything
- * around it, because that is where the traps are (../shared/GM-NOTES.md):
+ * Two paths compute the curve arithmetic: "fast", dengbao's constant-time SM2 core
+ * (sm2p256.c, the default), and "openssl", OpenSSL 3's EVP_PKEY of type "SM2", kept as the
+ * reference that the tests compare against (gm_impl_use). dengbao owns everything around the
+ * arithmetic, because that is where the traps are (../shared/GM-NOTES.md):
  *   - Z is always computed here, with the caller's distinguishing ID (default
  *     "1234567812345678"), and OpenSSL signs e = SM3(Z || M) at digest level, so its empty-ID
  *     default can never leak in.
@@ -10,8 +12,15 @@
  *   - Signatures and ciphertexts are parsed by our strict DER code (der.c) and re-encoded
  *     canonically before OpenSSL sees them.
  *
- * A gm_sm2_key holds d (when private), the public point 04||x||y and an EVP_PKEY built from
- * them; it is immutable after creation, so one key may serve many threads.
+ * A gm_sm2_key holds d (when private), the public point 04||x||y, an EVP_PKEY built from
+ * them (for the openssl path and PEM) and optionally a verification table; it is immutable
+ * after creation (and gm_sm2_key_precompute), so one key may serve many threads.
+ *
+ * Encryption on the fast path (GB/T 32918.4): k in [1, n-1], C1 = kG, (x2, y2) = kP,
+ * t = KDF(x2 || y2, len M) with KDF(Z, l) = SM3(Z || 00000001) || SM3(Z || 00000002) || ...,
+ * retry if t is all zero, C2 = M xor t, C3 = SM3(x2 || M || y2). Decryption recomputes
+ * (x2, y2) = d C1 in constant time and releases M only after C3 matches (constant-time
+ * compare).
  */
 #include "internal.h"
 
@@ -27,12 +36,27 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "sm2p256.h"
+
 struct gm_sm2_key {
     bool has_priv;
     uint8_t d[GM_SM2_PRIV_LEN];
     uint8_t pub[GM_SM2_PUB_LEN];
     EVP_PKEY *pkey;
+    gm__sm2p_pubtab *tab; /* NULL until gm_sm2_key_precompute */
 };
+
+struct gm_sm2_signer {
+    gm__sm2p_signctx *ctx; /* NULL on the openssl path: then sign through key */
+    const gm_sm2_key *key;
+};
+
+static int
+rand_cb(void *arg, uint8_t *buf, size_t len)
+{
+    (void) arg;
+    return gm_rand_bytes(buf, len);
+}
 
 /* The recommended curve (GB/T 32918.5): a, b, G, n; p is used for range checks. */
 static const uint8_t sm2_p[32] = {0xFF, 0xFF, 0xFF, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
@@ -131,6 +155,13 @@ point_decode(uint8_t out[65], const uint8_t *in, size_t in_len, dbao_err *err)
     if (cmp32(in + 1, sm2_p) >= 0 || (in_len == 65 && cmp32(in + 33, sm2_p) >= 0)) {
         return dbao_err_set(err, DBAO_EKEY, "sm2 public key coordinate is not below p");
     }
+    if (in_len == 65 && gm__sm2_fast()) {
+        if (gm__sm2p_point_check(in + 1) != 0) {
+            return dbao_err_set(err, DBAO_EKEY, "sm2 public key is not a point on the curve");
+        }
+        memcpy(out, in, 65);
+        return 0;
+    }
     pt = EC_POINT_new(g);
     if (pt == NULL) {
         return dbao_err_set(err, DBAO_ENOMEM, "out of memory");
@@ -153,7 +184,13 @@ out:
 static int
 point_from_priv(uint8_t out[65], const uint8_t d[32])
 {
-    const EC_GROUP *g = group_get();
+    const EC_GROUP *g;
+
+    if (gm__sm2_fast()) {
+        out[0] = 0x04;
+        return gm__sm2p_base_mul(out + 1, d) == 0 ? 0 : DBAO_EKEY;
+    }
+    g = group_get();
     EC_POINT *pt = NULL;
     BIGNUM *bn = NULL;
     int rc = DBAO_ECRYPTO;
@@ -255,6 +292,7 @@ gm_sm2_key_free(gm_sm2_key *key)
 {
     if (key != NULL) {
         EVP_PKEY_free(key->pkey);
+        gm__sm2p_pubtab_free(key->tab);
         dbao_free_secret(key, sizeof(*key));
     }
 }
@@ -380,7 +418,8 @@ gm_sm2_key_from_pem(gm_sm2_key **out, const char *pem, size_t pem_len, dbao_err 
     if (pem_len > INT32_MAX) {
         return dbao_err_set(err, DBAO_ERANGE, "pem too large");
     }
-    if (memmem(pem, pem_len, "ENCRYPTED", 9) != NULL) {
+    if (memmem(pem, pem_len, "-----BEGIN ENCRYPTED PRIVATE KEY-----", 37) != NULL ||
+        memmem(pem, pem_len, "Proc-Type: 4,ENCRYPTED", 22) != NULL) {
         return dbao_err_set(err, DBAO_ENOTSUP, "encrypted pem keys are not supported");
     }
     bio = BIO_new_mem_buf(pem, (int) pem_len);
@@ -555,6 +594,9 @@ gm_sm2_sign_digest(const gm_sm2_key *key, uint8_t sig[GM_SM2_SIG_RAW_LEN],
     if (!key->has_priv) {
         return DBAO_EKEY;
     }
+    if (gm__sm2_fast()) {
+        return gm__sm2p_sign(sig, sig + 32, key->d, e, rand_cb, NULL) == 0 ? 0 : DBAO_ECRYPTO;
+    }
     pctx = EVP_PKEY_CTX_new(key->pkey, NULL);
     if (pctx == NULL) {
         return DBAO_ENOMEM;
@@ -590,6 +632,11 @@ gm_sm2_verify_digest(const gm_sm2_key *key, const uint8_t sig[GM_SM2_SIG_RAW_LEN
     if (!scalar_in_range(sig) || !scalar_in_range(sig + 32)) {
         return DBAO_EVERIFY;
     }
+    if (gm__sm2_fast()) {
+        rc = key->tab != NULL ? gm__sm2p_verify_tab(key->tab, e, sig, sig + 32)
+                              : gm__sm2p_verify(key->pub + 1, e, sig, sig + 32);
+        return rc == 0 ? 0 : DBAO_EVERIFY;
+    }
     gm_sm2_sig_to_der(der, &der_len, sig);
     pctx = EVP_PKEY_CTX_new(key->pkey, NULL);
     if (pctx == NULL) {
@@ -617,6 +664,114 @@ gm_sm2_verify(const gm_sm2_key *key, const uint8_t sig[GM_SM2_SIG_RAW_LEN], cons
 
 /* ---- encryption -------------------------------------------------------------------------- */
 
+/* KDF of GB/T 32918.4 over z = x2 || y2, xored into out: out = in xor KDF(z, len). Returns
+ * true if the key stream was all zero (the caller must then retry or fail). */
+static bool
+kdf_xor(uint8_t *out, const uint8_t *in, size_t len, const uint8_t z[64])
+{
+    uint8_t block[32], ctr[4], acc = 0;
+    uint32_t i = 1;
+    size_t off = 0, j;
+
+    while (off < len) {
+        gm_sm3_ctx c;
+        size_t n = len - off < 32 ? len - off : 32;
+
+        gm__store_be32(ctr, i++);
+        gm_sm3_init(&c);
+        gm_sm3_update(&c, z, 64);
+        gm_sm3_update(&c, ctr, 4);
+        gm_sm3_final(&c, block);
+        for (j = 0; j < n; j++) {
+            acc |= block[j];
+            out[off + j] = in[off + j] ^ block[j];
+        }
+        off += n;
+    }
+    dbao_cleanse(block, sizeof(block));
+    return acc == 0;
+}
+
+/* C3 = SM3(x2 || M || y2) */
+static void
+c3_hash(uint8_t c3[32], const uint8_t xy[64], const uint8_t *m, size_t m_len)
+{
+    gm_sm3_ctx c;
+
+    gm_sm3_init(&c);
+    gm_sm3_update(&c, xy, 32);
+    gm_sm3_update(&c, m, m_len);
+    gm_sm3_update(&c, xy + 32, 32);
+    gm_sm3_final(&c, c3);
+}
+
+static int
+fast_encrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, gm_sm2_ct_form form,
+             const uint8_t *msg, size_t msg_len)
+{
+    uint8_t k[32], c1[65], xy[64], c3[32], *c2;
+    int rc = DBAO_ECRYPTO, tries;
+
+    c2 = dbao_malloc(msg_len);
+    if (c2 == NULL) {
+        return DBAO_ENOMEM;
+    }
+    for (tries = 0; tries < 64; tries++) {
+        rc = gm_rand_bytes(k, sizeof(k));
+        if (rc != 0) {
+            break;
+        }
+        rc = DBAO_ECRYPTO;
+        if (!scalar_in_range(k)) {
+            continue; /* rejection sampling into [1, n-1] */
+        }
+        c1[0] = 0x04;
+        if (gm__sm2p_base_mul(c1 + 1, k) != 0 || gm__sm2p_point_mul(xy, k, key->pub + 1) != 0) {
+            break;
+        }
+        if (kdf_xor(c2, msg, msg_len, xy)) {
+            continue; /* t = 0: draw another k, as the standard says */
+        }
+        c3_hash(c3, xy, msg, msg_len);
+        rc = gm__sm2_ct_encode(out, out_len, form, c1, c3, c2, msg_len);
+        break;
+    }
+    dbao_cleanse(k, sizeof(k));
+    dbao_cleanse(xy, sizeof(xy));
+    dbao_free_secret(c2, msg_len);
+    return rc;
+}
+
+static int
+fast_decrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, const gm__sm2_ct_parts *ct)
+{
+    uint8_t xy[64], c3[32], *m;
+    int rc = 0;
+
+    m = dbao_malloc(ct->c2_len);
+    if (m == NULL) {
+        return DBAO_ENOMEM;
+    }
+    if (gm__sm2p_point_mul(xy, key->d, ct->c1 + 1) != 0) {
+        rc = DBAO_EFORMAT;
+    } else if (kdf_xor(m, ct->c2, ct->c2_len, xy)) {
+        rc = DBAO_EVERIFY; /* t = 0 cannot come from a real encryption */
+    } else {
+        c3_hash(c3, xy, m, ct->c2_len);
+        if (!dbao_ct_memeq(c3, ct->c3, 32)) {
+            rc = DBAO_EVERIFY;
+        }
+    }
+    dbao_cleanse(xy, sizeof(xy));
+    if (rc != 0) {
+        dbao_free_secret(m, ct->c2_len);
+        return rc;
+    }
+    *out = m;
+    *out_len = ct->c2_len;
+    return 0;
+}
+
 int
 gm_sm2_encrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, gm_sm2_ct_form form,
                const uint8_t *msg, size_t msg_len)
@@ -633,6 +788,9 @@ gm_sm2_encrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, gm_sm2_ct_
     }
     if (form != GM_SM2_CT_DER && form != GM_SM2_CT_C1C3C2 && form != GM_SM2_CT_C1C2C3) {
         return DBAO_EINVAL;
+    }
+    if (gm__sm2_fast()) {
+        return fast_encrypt(key, out, out_len, form, msg, msg_len);
     }
     pctx = EVP_PKEY_CTX_new(key->pkey, NULL);
     if (pctx == NULL) {
@@ -681,6 +839,9 @@ gm_sm2_decrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, gm_sm2_ct_
     if (point_decode(c1, parts.c1, 65, NULL) != 0) {
         return DBAO_EFORMAT; /* C1 not on the curve: not an SM2 ciphertext */
     }
+    if (gm__sm2_fast()) {
+        return fast_decrypt(key, out, out_len, &parts);
+    }
     rc = gm__sm2_ct_encode(&der, &der_len, GM_SM2_CT_DER, parts.c1, parts.c3, parts.c2,
                            parts.c2_len);
     if (rc != 0) {
@@ -717,4 +878,60 @@ out:
     EVP_PKEY_CTX_free(pctx);
     ERR_clear_error();
     return rc;
+}
+
+/* ---- precomputation ---------------------------------------------------------------------- */
+
+int
+gm_sm2_key_precompute(gm_sm2_key *key)
+{
+    if (key->tab != NULL || !gm__sm2_fast()) {
+        return 0;
+    }
+    return gm__sm2p_pubtab_new(&key->tab, key->pub + 1) == 0 ? 0 : DBAO_ENOMEM;
+}
+
+int
+gm_sm2_signer_new(gm_sm2_signer **out, const gm_sm2_key *key)
+{
+    gm_sm2_signer *s;
+
+    *out = NULL;
+    if (!key->has_priv) {
+        return DBAO_EKEY;
+    }
+    s = dbao_calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return DBAO_ENOMEM;
+    }
+    s->key = key;
+    if (gm__sm2_fast()) {
+        int rc = gm__sm2p_signctx_new(&s->ctx, key->d, rand_cb, NULL);
+
+        if (rc != 0) {
+            dbao_free(s);
+            return rc == -1 ? DBAO_EKEY : DBAO_ENOMEM;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+int
+gm_sm2_signer_sign_digest(gm_sm2_signer *signer, uint8_t sig[GM_SM2_SIG_RAW_LEN],
+                          const uint8_t e[GM_SM3_DIGEST_LEN])
+{
+    if (signer->ctx == NULL) {
+        return gm_sm2_sign_digest(signer->key, sig, e);
+    }
+    return gm__sm2p_signctx_sign(signer->ctx, sig, sig + 32, e) == 0 ? 0 : DBAO_ECRYPTO;
+}
+
+void
+gm_sm2_signer_free(gm_sm2_signer *signer)
+{
+    if (signer != NULL) {
+        gm__sm2p_signctx_free(signer->ctx);
+        dbao_free_secret(signer, sizeof(*signer));
+    }
 }
