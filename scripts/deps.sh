@@ -9,7 +9,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 pkgs=(
   build-essential cmake pkg-config clang lld libclang-rt-14-dev clang-format
-  libssl-dev openssl libcmocka-dev valgrind
+  libssl-dev openssl libjansson-dev libcmocka-dev valgrind
 )
 
 missing=()
