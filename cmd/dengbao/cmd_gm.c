@@ -503,9 +503,13 @@ message_digest(uint8_t e[32], const gm_sm2_key *key, const gm_args *a, dbao_err 
     int rc;
 
     if (a->digest_hex != NULL) {
+        char why[DBAO_ERR_MSG_MAX];
+
         rc = dbao_hex_decode_fixed(e, 32, a->digest_hex, strlen(a->digest_hex), err);
         if (rc != 0) {
-            return dbao_err_set(err, rc, "--digest-hex: the digest must be 32 bytes: %s", err->msg);
+            /* Copy first: a message cannot be formatted into its own buffer. */
+            snprintf(why, sizeof(why), "%s", err->msg);
+            return dbao_err_set(err, rc, "--digest-hex: the digest must be 32 bytes: %s", why);
         }
         return 0;
     }

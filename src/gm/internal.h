@@ -38,6 +38,10 @@ gm__store_be64(uint8_t *p, uint64_t v)
 /* The active implementation paths (impl.c). */
 #include <stdbool.h>
 bool gm__sm2_fast(void);
+struct gm__sm3_impl;
+struct gm__sm3_mb_impl;
+const struct gm__sm3_impl *gm__active_sm3(void);
+const struct gm__sm3_mb_impl *gm__active_sm3_mb(void);
 
 /* SM3 compression of nblocks 64-byte blocks (sm3.c). */
 void gm__sm3_compress(uint32_t state[8], const uint8_t *blocks, size_t nblocks);

@@ -2,61 +2,39 @@
  *
  * The streaming layer is ours so that hashing never allocates and never fails (the audit log
  * hashes every record; an EVP_MD_CTX per call would cost an allocation each time). The
- * compression function below is a straightforward portable one; faster paths plug in behind
- * gm__sm3_compress. SM3 processes no secrets except in HMAC, where the key only ever enters
- * through the message schedule: the code has no data-dependent branches or table indexes.
+ * compression function is the active path of sm3_impl.c / sm3_x86.c (portable C, or AVX +
+ * BMI2), and gm_sm3_hash_many runs many messages at once in SIMD lanes (AVX2 x8, AVX-512 x16).
+ * SM3 processes no secrets except in HMAC, where the key only enters through the message
+ * schedule: no path has data-dependent branches or table indexes.
  *
  * Padding (the same as SHA-256): message || 0x80 || 0x00... || 64-bit big-endian bit length,
  * to a multiple of 64 bytes.
  */
 #include "internal.h"
-
-#define ROTL(x, n) (((x) << ((n) &31)) | ((x) >> ((32 - (n)) & 31)))
-#define P0(x)      ((x) ^ ROTL((x), 9) ^ ROTL((x), 17))
-#define P1(x)      ((x) ^ ROTL((x), 15) ^ ROTL((x), 23))
+#include "sm3_impl.h"
 
 static const uint32_t sm3_iv[8] = {0x7380166f, 0x4914b2b9, 0x172442d7, 0xda8a0600,
                                    0xa96f30bc, 0x163138aa, 0xe38dee4d, 0xb0fb0e4e};
 
 void
-gm__sm3_compress(uint32_t state[8], const uint8_t *p, size_t nblocks)
+gm__sm3_compress(uint32_t state[8], const uint8_t *blocks, size_t nblocks)
 {
-    uint32_t w[68], a, b, c, d, e, f, g, h, ss1, ss2, tt1, tt2, t;
-    int j;
+    /* Every path computes the same function, so a path change between two calls on one
+     * context is harmless. */
+    gm__active_sm3()->compress(state, blocks, nblocks);
+}
 
-    while (nblocks-- > 0) {
-        for (j = 0; j < 16; j++) {
-            w[j] = gm__load_be32(p + 4 * j);
-        }
-        for (j = 16; j < 68; j++) {
-            w[j] = P1(w[j - 16] ^ w[j - 9] ^ ROTL(w[j - 3], 15)) ^ ROTL(w[j - 13], 7) ^ w[j - 6];
-        }
-        a = state[0], b = state[1], c = state[2], d = state[3];
-        e = state[4], f = state[5], g = state[6], h = state[7];
-        for (j = 0; j < 64; j++) {
-            t = j < 16 ? 0x79cc4519u : 0x7a879d8au;
-            ss1 = ROTL(ROTL(a, 12) + e + ROTL(t, j % 32), 7);
-            ss2 = ss1 ^ ROTL(a, 12);
-            if (j < 16) {
-                tt1 = (a ^ b ^ c) + d + ss2 + (w[j] ^ w[j + 4]);
-                tt2 = (e ^ f ^ g) + h + ss1 + w[j];
-            } else {
-                tt1 = ((a & b) | (a & c) | (b & c)) + d + ss2 + (w[j] ^ w[j + 4]);
-                tt2 = ((e & f) | (~e & g)) + h + ss1 + w[j];
-            }
-            d = c;
-            c = ROTL(b, 9);
-            b = a;
-            a = tt1;
-            h = g;
-            g = ROTL(f, 19);
-            f = e;
-            e = P0(tt2);
-        }
-        state[0] ^= a, state[1] ^= b, state[2] ^= c, state[3] ^= d;
-        state[4] ^= e, state[5] ^= f, state[6] ^= g, state[7] ^= h;
-        p += 64;
+int
+gm_sm3_hash_many(uint8_t *out, const uint8_t *const *msgs, const size_t *lens, size_t num,
+                 const uint8_t *prefix, size_t prefix_len)
+{
+    if (prefix_len > GM__SM3_MB_PREFIX_MAX) {
+        return DBAO_ERANGE;
     }
+    if (num > 0) {
+        gm__active_sm3_mb()->hash_many(out, msgs, lens, num, prefix, prefix_len);
+    }
+    return 0;
 }
 
 void
