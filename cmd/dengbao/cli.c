@@ -91,14 +91,13 @@ cli_read_input(uint8_t **out, size_t *out_len, const char *hex, const char *path
         *out_len = raw_len;
         return 0;
     }
-    end = raw_len;
-    while (start < end && isspace(raw[start])) {
-        start++;
+    /* Hex text may be wrapped (xxd -p, base16 tools): drop all white space first. */
+    for (start = 0, end = 0; start < raw_len; start++) {
+        if (!isspace(raw[start])) {
+            raw[end++] = raw[start];
+        }
     }
-    while (end > start && isspace(raw[end - 1])) {
-        end--;
-    }
-    rc = dbao_hex_decode(out, out_len, (const char *) raw + start, end - start, err);
+    rc = dbao_hex_decode(out, out_len, (const char *) raw, end, err);
     dbao_free_secret(raw, raw_len);
     return rc;
 }

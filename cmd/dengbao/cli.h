@@ -38,7 +38,7 @@ int cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((form
 int cli_report(int rc, const dbao_err *err);
 
 /* cli_read_input gets the message: from --xxx-hex text if given, else from the file `path`
- * (NULL or "-" = stdin). With hex_text the file holds hex (surrounding white space ignored).
+ * (NULL or "-" = stdin). With hex_text the file holds hex (white space anywhere ignored).
  * *out is freed with dbao_free_secret(*out, *out_len). */
 int cli_read_input(uint8_t **out, size_t *out_len, const char *hex, const char *path, bool hex_text,
                    dbao_err *err);

@@ -876,8 +876,8 @@ cmd_gm(int argc, char **argv)
     size_t i;
 
     if (argc < 2) {
-        fputs(gm_help, stderr);
-        return CLI_USAGE;
+        return cli_usage_error("dengbao gm <command> [options]; see dengbao gm --help",
+                               "no gm command given");
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(gm_help, stdout);

@@ -27,8 +27,8 @@ int
 main(int argc, char **argv)
 {
     if (argc < 2) {
-        fputs(usage_text, stderr);
-        return CLI_USAGE;
+        return cli_usage_error("dengbao <command> [options]; see dengbao --help",
+                               "no command given");
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {

@@ -216,6 +216,11 @@ dbao_hex_decode(uint8_t **out, size_t *out_len, const char *hex, size_t hex_len,
 
     *out = NULL;
     *out_len = 0;
+    for (size_t i = 0; i < hex_len; i++) {
+        if (hex_value(hex[i]) < 0) {
+            return dbao_err_set(err, DBAO_EFORMAT, "invalid hex digit at offset %zu", i);
+        }
+    }
     if (hex_len % 2 != 0) {
         return dbao_err_set(err, DBAO_EFORMAT, "odd number of hex digits (%zu)", hex_len);
     }
