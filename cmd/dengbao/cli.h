@@ -57,5 +57,7 @@ int cli_load_key(gm_sm2_key **out, const char *pem_path, const char *hex, bool n
 
 /* Subcommands. */
 int cmd_gm(int argc, char **argv);
+int cmd_gm_speed(int argc, char **argv);
+int cmd_gm_cpu(int argc, char **argv);
 
 #endif

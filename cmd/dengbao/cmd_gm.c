@@ -858,6 +858,8 @@ static const char gm_help[] =
     "  encrypt   SM2 public-key encryption\n"
     "  decrypt   SM2 decryption\n"
     "  selftest  known-answer self-tests of every algorithm\n"
+    "  speed     throughput of every primitive on every implementation path (like openssl speed)\n"
+    "  cpu       the CPU features and implementation paths in use (also: dengbao gm --cpu)\n"
     "\n"
     "Binary values are lowercase hex where a flag ends in -hex. Exit status: 0 success or valid,\n"
     "1 verification failed, 2 usage or malformed input, 3 internal failure.\n";
@@ -872,6 +874,7 @@ cmd_gm(int argc, char **argv)
         {"sm3", gm_sm3_cmd},         {"sm4", gm_sm4_cmd},         {"keygen", gm_keygen_cmd},
         {"pub", gm_pub_cmd},         {"sign", gm_sign_cmd},       {"verify", gm_verify_cmd},
         {"encrypt", gm_encrypt_cmd}, {"decrypt", gm_decrypt_cmd}, {"selftest", gm_selftest_cmd},
+        {"speed", cmd_gm_speed},     {"cpu", cmd_gm_cpu},         {"--cpu", cmd_gm_cpu},
     };
     size_t i;
 

@@ -133,13 +133,13 @@ void gm_hmac_sm3(uint8_t out[GM_SM3_DIGEST_LEN], const void *key, size_t key_len
 /* A keyed SM4 context. Caller-owned storage: gm_sm4_init (cannot fail) makes it safe to clean
  * up, gm_sm4_setkey keys it, gm_sm4_cleanup wipes the key material. The fields are private. */
 typedef struct gm_sm4_ctx {
-    uint8_t key[GM_SM4_KEY_LEN];
-    uint8_t ghash_h[16]; /* E_K(0^128), the GCM hash key */
+    _Alignas(64) uint8_t opaque[1024]; /* round keys, GHASH key powers, implementation path */
     bool keyed;
 } gm_sm4_ctx;
 
 void gm_sm4_init(gm_sm4_ctx *ctx);
-/* gm_sm4_setkey: DBAO_EKEY unless key_len is 16; DBAO_ECRYPTO if the cipher failed. */
+/* gm_sm4_setkey: DBAO_EKEY unless key_len is 16. The context keeps the implementation path
+ * active at this moment (see gm_impl_use). */
 int gm_sm4_setkey(gm_sm4_ctx *ctx, const uint8_t *key, size_t key_len);
 void gm_sm4_cleanup(gm_sm4_ctx *ctx);
 

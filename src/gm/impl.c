@@ -18,8 +18,11 @@
 #include <stdlib.h>
 
 #include "sm3_impl.h"
+#include "sm4_impl.h"
 
 static struct {
+    const gm__sm4_impl *sm4;
+    const char *ghash;
     const gm__sm3_impl *sm3;
     const gm__sm3_mb_impl *sm3_mb;
     bool sm2_fast;
@@ -31,9 +34,26 @@ static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 static const struct {
     const char *alg, *path;
 } known[] = {
-    {"sm2", "fast"},        {"sm2", "openssl"},   {"sm3", "portable"},     {"sm3", "x86-avx-bmi2"},
-    {"sm3-mb", "portable"}, {"sm3-mb", "avx2x8"}, {"sm3-mb", "avx512x16"},
+    {"sm2", "fast"},
+    {"sm2", "openssl"},
+    {"sm3", "portable"},
+    {"sm3", "x86-avx-bmi2"},
+    {"sm3-mb", "portable"},
+    {"sm3-mb", "avx2x8"},
+    {"sm3-mb", "avx512x16"},
+    {"sm4", "portable"},
+    {"sm4", "aesni-avx2"},
+    {"sm4", "gfni-avx512"},
+    {"ghash", "portable"},
+    {"ghash", "pclmul"},
+    {"ghash", "vpclmul-avx512"},
 };
+
+static bool
+ghash_supported(const char *path)
+{
+    return gm__ghash_impl_available(path);
+}
 
 static bool
 supported(const char *alg, const char *path)
@@ -46,6 +66,12 @@ supported(const char *alg, const char *path)
     }
     if (strcmp(alg, "sm3-mb") == 0) {
         return gm__sm3_mb_impl_get(path) != NULL;
+    }
+    if (strcmp(alg, "sm4") == 0) {
+        return gm__sm4_impl_get(path) != NULL;
+    }
+    if (strcmp(alg, "ghash") == 0) {
+        return ghash_supported(path);
     }
     return false;
 }
@@ -73,8 +99,12 @@ use(const char *alg, const char *path)
         active.sm2_fast = strcmp(path, "fast") == 0;
     } else if (strcmp(alg, "sm3") == 0) {
         active.sm3 = gm__sm3_impl_get(path);
-    } else {
+    } else if (strcmp(alg, "sm3-mb") == 0) {
         active.sm3_mb = gm__sm3_mb_impl_get(path);
+    } else if (strcmp(alg, "sm4") == 0) {
+        active.sm4 = gm__sm4_impl_get(path);
+    } else {
+        active.ghash = path;
     }
     return 0;
 }
@@ -85,7 +115,7 @@ apply_env(const char *spec)
     char buf[512], *item, *save = NULL;
 
     if (strcmp(spec, "portable") == 0) {
-        spec = "sm2=fast,sm3=portable,sm3-mb=portable";
+        spec = "sm2=fast,sm3=portable,sm3-mb=portable,sm4=portable,ghash=portable";
     }
     if (strlen(spec) >= sizeof(buf)) {
         fprintf(stderr, "dengbao: DENGBAO_GM_IMPL is too long; ignored\n");
@@ -114,10 +144,16 @@ static void
 active_init(void)
 {
     const char *env = getenv("DENGBAO_GM_IMPL");
+    gm__ghash_key k;
+    static const uint8_t one[16] = {1};
 
+    active.sm4 = gm__sm4_impl_best();
     active.sm3 = gm__sm3_impl_best();
     active.sm3_mb = gm__sm3_mb_impl_best();
     active.sm2_fast = true;
+    gm__ghash_init(&k, one, NULL); /* NULL: the best path */
+    active.ghash = gm__ghash_impl_name(&k);
+    gm__ghash_key_wipe(&k);
     if (env != NULL && env[0] != '\0') {
         apply_env(env);
     }
@@ -127,6 +163,20 @@ static void
 ensure(void)
 {
     pthread_once(&active_once, active_init);
+}
+
+const gm__sm4_impl *
+gm__active_sm4(void)
+{
+    ensure();
+    return active.sm4;
+}
+
+const char *
+gm__active_ghash(void)
+{
+    ensure();
+    return active.ghash;
 }
 
 const gm__sm3_impl *
@@ -180,6 +230,12 @@ gm_impl_active(const char *alg)
     if (strcmp(alg, "sm3-mb") == 0) {
         return active.sm3_mb->name;
     }
+    if (strcmp(alg, "sm4") == 0) {
+        return active.sm4->name;
+    }
+    if (strcmp(alg, "ghash") == 0) {
+        return active.ghash;
+    }
     return NULL;
 }
 
@@ -215,7 +271,6 @@ cpu_init(void)
     cpu_add("avx2", __builtin_cpu_supports("avx2"));
     cpu_add("bmi2", __builtin_cpu_supports("bmi2"));
     cpu_add("gfni", __builtin_cpu_supports("gfni"));
-    cpu_add("vaes", __builtin_cpu_supports("vaes"));
     cpu_add("vpclmulqdq", __builtin_cpu_supports("vpclmulqdq"));
     cpu_add("avx512f", __builtin_cpu_supports("avx512f"));
     cpu_add("avx512bw", __builtin_cpu_supports("avx512bw"));

@@ -42,12 +42,13 @@ struct gm__sm3_impl;
 struct gm__sm3_mb_impl;
 const struct gm__sm3_impl *gm__active_sm3(void);
 const struct gm__sm3_mb_impl *gm__active_sm3_mb(void);
+struct gm__sm4_impl;
+const struct gm__sm4_impl *gm__active_sm4(void);
+const char *gm__active_ghash(void);
 
 /* SM3 compression of nblocks 64-byte blocks (sm3.c). */
 void gm__sm3_compress(uint32_t state[8], const uint8_t *blocks, size_t nblocks);
 
-/* GHASH: Y = (Y ^ X_i) * H over nblocks full blocks (ghash.c, constant time). */
-void gm__ghash_blocks(const uint8_t H[16], uint8_t Y[16], const uint8_t *in, size_t nblocks);
 
 /* SM2 ciphertext pieces (der.c). c3 and c2 point into the parsed input. */
 typedef struct gm__sm2_ct_parts {
