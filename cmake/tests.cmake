@@ -22,3 +22,37 @@ foreach(script ${DBAO_INTEGRATION_TESTS})
   add_test(NAME integration/${name} COMMAND bash ${script} $<TARGET_FILE:dengbao_cli>)
   set_tests_properties(integration/${name} PROPERTIES TIMEOUT 600 LABELS integration)
 endforeach()
+
+# Constant-time test (ctgrind): the gm sources compiled again with the declassification hooks
+# on, run under valgrind memcheck with secrets marked undefined. Not under the sanitizers.
+find_program(VALGRIND_EXE valgrind)
+if(VALGRIND_EXE AND NOT DBAO_SANITIZE)
+  add_executable(ct_gm ${CMAKE_SOURCE_DIR}/tests/ct/ct_gm.c ${DBAO_SOURCES})
+  target_compile_definitions(ct_gm PRIVATE DBAO_CTGRIND GM_SM2P_CTGRIND)
+  target_include_directories(ct_gm PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src/gm)
+  target_link_libraries(ct_gm PRIVATE PkgConfig::OPENSSL PkgConfig::JANSSON Threads::Threads)
+  add_test(NAME ct/gm COMMAND bash ${CMAKE_SOURCE_DIR}/tests/ct/ct_gm.sh ${VALGRIND_EXE}
+                                   $<TARGET_FILE:ct_gm>)
+  set_tests_properties(ct/gm PROPERTIES TIMEOUT 600 LABELS ct)
+endif()
+
+# The gm public-API tests again on every implementation path family, so that each path is
+# checked against the standards' vectors and OpenSSL on this machine (paths the CPU lacks fall
+# back with a message, and are covered where the CPU has them).
+set(DBAO_GM_VARIANTS
+  "portable:portable"
+  "openssl:sm2=openssl"
+  "avx2:sm4=aesni-avx2,ghash=pclmul,sm3-mb=avx2x8,sm3=portable")
+foreach(pair ${DBAO_GM_VARIANTS})
+  string(REGEX REPLACE ":.*" "" vname "${pair}")
+  string(REGEX REPLACE "^[^:]*:" "" variant "${pair}")
+  foreach(t test_sm2 test_sm3 test_sm4)
+    if(TARGET unit_gm_${t})
+      add_test(NAME gm/${t}@${vname} COMMAND unit_gm_${t})
+      set_tests_properties(gm/${t}@${vname} PROPERTIES TIMEOUT 300 LABELS unit
+                           ENVIRONMENT "DENGBAO_GM_IMPL=${variant}")
+    endif()
+  endforeach()
+  add_test(NAME gm/selftest@${vname} COMMAND dengbao_cli gm selftest)
+  set_tests_properties(gm/selftest@${vname} PROPERTIES ENVIRONMENT "DENGBAO_GM_IMPL=${variant}")
+endforeach()
