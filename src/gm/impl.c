@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "sm2p256.h"
 #include "sm3_impl.h"
 #include "sm4_impl.h"
 
@@ -25,7 +26,7 @@ static struct {
     const char *ghash;
     const gm__sm3_impl *sm3;
     const gm__sm3_mb_impl *sm3_mb;
-    bool sm2_fast;
+    int sm2_core; /* GM__SM2P_IMPL_*, or -1 for the openssl path */
 } active;
 
 static pthread_once_t active_once = PTHREAD_ONCE_INIT;
@@ -34,19 +35,11 @@ static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 static const struct {
     const char *alg, *path;
 } known[] = {
-    {"sm2", "fast"},
-    {"sm2", "openssl"},
-    {"sm3", "portable"},
-    {"sm3", "x86-avx-bmi2"},
-    {"sm3-mb", "portable"},
-    {"sm3-mb", "avx2x8"},
-    {"sm3-mb", "avx512x16"},
-    {"sm4", "portable"},
-    {"sm4", "aesni-avx2"},
-    {"sm4", "gfni-avx512"},
-    {"ghash", "portable"},
-    {"ghash", "pclmul"},
-    {"ghash", "vpclmul-avx512"},
+    {"sm2", "x86-adx"},    {"sm2", "portable"},         {"sm2", "openssl"},
+    {"sm3", "portable"},   {"sm3", "x86-avx-bmi2"},     {"sm3-mb", "portable"},
+    {"sm3-mb", "avx2x8"},  {"sm3-mb", "avx512x16"},     {"sm4", "portable"},
+    {"sm4", "aesni-avx2"}, {"sm4", "gfni-avx512"},      {"ghash", "portable"},
+    {"ghash", "pclmul"},   {"ghash", "vpclmul-avx512"},
 };
 
 static bool
@@ -59,7 +52,8 @@ static bool
 supported(const char *alg, const char *path)
 {
     if (strcmp(alg, "sm2") == 0) {
-        return strcmp(path, "fast") == 0 || strcmp(path, "openssl") == 0;
+        return strcmp(path, "openssl") == 0 || strcmp(path, "portable") == 0 ||
+               (strcmp(path, "x86-adx") == 0 && gm__sm2p_impl_available(GM__SM2P_IMPL_X86_ADX));
     }
     if (strcmp(alg, "sm3") == 0) {
         return gm__sm3_impl_get(path) != NULL;
@@ -96,7 +90,9 @@ use(const char *alg, const char *path)
         return DBAO_ENOTSUP;
     }
     if (strcmp(alg, "sm2") == 0) {
-        active.sm2_fast = strcmp(path, "fast") == 0;
+        active.sm2_core = strcmp(path, "openssl") == 0    ? -1
+                          : strcmp(path, "portable") == 0 ? GM__SM2P_IMPL_PORTABLE
+                                                          : GM__SM2P_IMPL_X86_ADX;
     } else if (strcmp(alg, "sm3") == 0) {
         active.sm3 = gm__sm3_impl_get(path);
     } else if (strcmp(alg, "sm3-mb") == 0) {
@@ -115,7 +111,7 @@ apply_env(const char *spec)
     char buf[512], *item, *save = NULL;
 
     if (strcmp(spec, "portable") == 0) {
-        spec = "sm2=fast,sm3=portable,sm3-mb=portable,sm4=portable,ghash=portable";
+        spec = "sm2=portable,sm3=portable,sm3-mb=portable,sm4=portable,ghash=portable";
     }
     if (strlen(spec) >= sizeof(buf)) {
         fprintf(stderr, "dengbao: DENGBAO_GM_IMPL is too long; ignored\n");
@@ -150,7 +146,8 @@ active_init(void)
     active.sm4 = gm__sm4_impl_best();
     active.sm3 = gm__sm3_impl_best();
     active.sm3_mb = gm__sm3_mb_impl_best();
-    active.sm2_fast = true;
+    active.sm2_core = gm__sm2p_impl_available(GM__SM2P_IMPL_X86_ADX) ? GM__SM2P_IMPL_X86_ADX
+                                                                     : GM__SM2P_IMPL_PORTABLE;
     gm__ghash_init(&k, one, NULL); /* NULL: the best path */
     active.ghash = gm__ghash_impl_name(&k);
     gm__ghash_key_wipe(&k);
@@ -197,7 +194,14 @@ bool
 gm__sm2_fast(void)
 {
     ensure();
-    return active.sm2_fast;
+    return active.sm2_core >= 0;
+}
+
+int
+gm__sm2_core(void)
+{
+    ensure();
+    return active.sm2_core;
 }
 
 size_t
@@ -222,7 +226,9 @@ gm_impl_active(const char *alg)
 {
     ensure();
     if (strcmp(alg, "sm2") == 0) {
-        return active.sm2_fast ? "fast" : "openssl";
+        return active.sm2_core < 0                         ? "openssl"
+               : active.sm2_core == GM__SM2P_IMPL_PORTABLE ? "portable"
+                                                           : "x86-adx";
     }
     if (strcmp(alg, "sm3") == 0) {
         return active.sm3->name;

@@ -37,7 +37,8 @@ gm__store_be64(uint8_t *p, uint64_t v)
 
 /* The active implementation paths (impl.c). */
 #include <stdbool.h>
-bool gm__sm2_fast(void);
+bool gm__sm2_fast(void); /* false on the openssl path */
+int gm__sm2_core(void);  /* the GM__SM2P_IMPL_* of the fast path */
 struct gm__sm3_impl;
 struct gm__sm3_mb_impl;
 const struct gm__sm3_impl *gm__active_sm3(void);
@@ -48,7 +49,6 @@ const char *gm__active_ghash(void);
 
 /* SM3 compression of nblocks 64-byte blocks (sm3.c). */
 void gm__sm3_compress(uint32_t state[8], const uint8_t *blocks, size_t nblocks);
-
 
 /* SM2 ciphertext pieces (der.c). c3 and c2 point into the parsed input. */
 typedef struct gm__sm2_ct_parts {

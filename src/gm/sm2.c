@@ -1,8 +1,9 @@
 /* sm2.c: SM2 keys, signatures (GB/T 32918.2) and public-key encryption (GB/T 32918.4).
  *
- * Two paths compute the curve arithmetic: "fast", dengbao's constant-time SM2 core
- * (sm2p256.c, the default), and "openssl", OpenSSL 3's EVP_PKEY of type "SM2", kept as the
- * reference that the tests compare against (gm_impl_use). dengbao owns everything around the
+ * Three paths compute the curve arithmetic: dengbao's constant-time SM2 core (sm2p256.c) in
+ * its "x86-adx" form (BMI2/ADX assembly, the default where the CPU has it) or its "portable"
+ * C form, and "openssl", OpenSSL 3's EVP_PKEY of type "SM2", kept as the reference that the
+ * tests compare against (gm_impl_use). dengbao owns everything around the
  * arithmetic, because that is where the traps are (../shared/GM-NOTES.md):
  *   - Z is always computed here, with the caller's distinguishing ID (default
  *     "1234567812345678"), and OpenSSL signs e = SM3(Z || M) at digest level, so its empty-ID
@@ -50,6 +51,13 @@ struct gm_sm2_signer {
     gm__sm2p_signctx *ctx; /* NULL on the openssl path: then sign through key */
     const gm_sm2_key *key;
 };
+
+/* The active SM2 core path (x86-adx or portable); only called when gm__sm2_fast(). */
+static const gm__sm2p_impl *
+gm__active_sm2p(void)
+{
+    return gm__sm2p_impl_get(gm__sm2_core());
+}
 
 static int
 rand_cb(void *arg, uint8_t *buf, size_t len)
@@ -188,7 +196,7 @@ point_from_priv(uint8_t out[65], const uint8_t d[32])
 
     if (gm__sm2_fast()) {
         out[0] = 0x04;
-        return gm__sm2p_base_mul(out + 1, d) == 0 ? 0 : DBAO_EKEY;
+        return gm__active_sm2p()->base_mul(out + 1, d) == 0 ? 0 : DBAO_EKEY;
     }
     g = group_get();
     EC_POINT *pt = NULL;
@@ -595,7 +603,8 @@ gm_sm2_sign_digest(const gm_sm2_key *key, uint8_t sig[GM_SM2_SIG_RAW_LEN],
         return DBAO_EKEY;
     }
     if (gm__sm2_fast()) {
-        return gm__sm2p_sign(sig, sig + 32, key->d, e, rand_cb, NULL) == 0 ? 0 : DBAO_ECRYPTO;
+        return gm__active_sm2p()->sign(sig, sig + 32, key->d, e, rand_cb, NULL) == 0 ? 0
+                                                                                     : DBAO_ECRYPTO;
     }
     pctx = EVP_PKEY_CTX_new(key->pkey, NULL);
     if (pctx == NULL) {
@@ -633,8 +642,8 @@ gm_sm2_verify_digest(const gm_sm2_key *key, const uint8_t sig[GM_SM2_SIG_RAW_LEN
         return DBAO_EVERIFY;
     }
     if (gm__sm2_fast()) {
-        rc = key->tab != NULL ? gm__sm2p_verify_tab(key->tab, e, sig, sig + 32)
-                              : gm__sm2p_verify(key->pub + 1, e, sig, sig + 32);
+        rc = key->tab != NULL ? gm__active_sm2p()->verify_tab(key->tab, e, sig, sig + 32)
+                              : gm__active_sm2p()->verify(key->pub + 1, e, sig, sig + 32);
         return rc == 0 ? 0 : DBAO_EVERIFY;
     }
     gm_sm2_sig_to_der(der, &der_len, sig);
@@ -726,7 +735,8 @@ fast_encrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, gm_sm2_ct_fo
             continue; /* rejection sampling into [1, n-1] */
         }
         c1[0] = 0x04;
-        if (gm__sm2p_base_mul(c1 + 1, k) != 0 || gm__sm2p_point_mul(xy, k, key->pub + 1) != 0) {
+        if (gm__active_sm2p()->base_mul(c1 + 1, k) != 0 ||
+            gm__active_sm2p()->point_mul(xy, k, key->pub + 1) != 0) {
             break;
         }
         if (kdf_xor(c2, msg, msg_len, xy)) {
@@ -752,7 +762,7 @@ fast_decrypt(const gm_sm2_key *key, uint8_t **out, size_t *out_len, const gm__sm
     if (m == NULL) {
         return DBAO_ENOMEM;
     }
-    if (gm__sm2p_point_mul(xy, key->d, ct->c1 + 1) != 0) {
+    if (gm__active_sm2p()->point_mul(xy, key->d, ct->c1 + 1) != 0) {
         rc = DBAO_EFORMAT;
     } else if (kdf_xor(m, ct->c2, ct->c2_len, xy)) {
         rc = DBAO_EVERIFY; /* t = 0 cannot come from a real encryption */
@@ -888,7 +898,7 @@ gm_sm2_key_precompute(gm_sm2_key *key)
     if (key->tab != NULL || !gm__sm2_fast()) {
         return 0;
     }
-    return gm__sm2p_pubtab_new(&key->tab, key->pub + 1) == 0 ? 0 : DBAO_ENOMEM;
+    return gm__active_sm2p()->pubtab_new(&key->tab, key->pub + 1) == 0 ? 0 : DBAO_ENOMEM;
 }
 
 int
@@ -906,7 +916,7 @@ gm_sm2_signer_new(gm_sm2_signer **out, const gm_sm2_key *key)
     }
     s->key = key;
     if (gm__sm2_fast()) {
-        int rc = gm__sm2p_signctx_new(&s->ctx, key->d, rand_cb, NULL);
+        int rc = gm__active_sm2p()->signctx_new(&s->ctx, key->d, rand_cb, NULL);
 
         if (rc != 0) {
             dbao_free(s);

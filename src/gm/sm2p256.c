@@ -2350,19 +2350,30 @@ static const gm__sm2p_impl impl_x86_adx = {
 /* cpu_has_x86_path: the x86 path needs BMI2 (MULX), ADX (ADCX/ADOX) and AVX2 (table scans).
  * __builtin_cpu_supports knows "bmi2" and "avx2" in gcc and clang, but clang 14 has no "adx"
  * feature string, so ADX is read from CPUID leaf 7 (EBX bit 19) directly. */
-static int
-cpu_has_x86_path(void)
+static int x86_path_ok;
+static pthread_once_t x86_path_once = PTHREAD_ONCE_INIT;
+
+static void
+x86_path_probe(void)
 {
     unsigned int eax, ebx, ecx, edx;
 
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("bmi2") || !__builtin_cpu_supports("avx2")) {
-        return 0;
+        return;
     }
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
-        return 0;
+        return;
     }
-    return (ebx >> 19) & 1;
+    x86_path_ok = (ebx >> 19) & 1;
+}
+
+/* CPUID traps to the hypervisor on a VM (microseconds): probe once, not per operation. */
+static int
+cpu_has_x86_path(void)
+{
+    pthread_once(&x86_path_once, x86_path_probe);
+    return x86_path_ok;
 }
 #endif
 

@@ -86,12 +86,12 @@ int gm__sm2p_sign(uint8_t r[32], uint8_t s[32], const uint8_t d[32], const uint8
 /* Implementations. The plain gm__sm2p_* functions above run the portable C path
  * (GM__SM2P_IMPL_PORTABLE, built everywhere). gm__sm2p_impl_get(path) returns the same
  * operations bound to one implementation, or NULL when the path is not built or this CPU lacks
- * it; gm__sm2p_impl_available(path) returns 1 or 0 (it uses __builtin_cpu_supports). All paths
- * give bit-identical results, and tables, contexts and keys are interchangeable between them
- * (a context made by an impl's signctx_new refills with that impl). The vtables are constant,
- * so a dispatcher may cache the pointer. */
+ * it; gm__sm2p_impl_available(path) returns 1 or 0 (__builtin_cpu_supports, plus CPUID for
+ * ADX, which clang 14 cannot name). All paths give bit-identical results, and tables, contexts
+ * and keys are interchangeable between them (a context made by an impl's signctx_new refills
+ * with that impl). The vtables are constant, so a dispatcher may cache the pointer. */
 #define GM__SM2P_IMPL_PORTABLE 0 /* unsigned __int128 C */
-#define GM__SM2P_IMPL_X86_ADX  1 /* x86-64 MULX/ADCX/ADOX field multiplication */
+#define GM__SM2P_IMPL_X86_ADX  1 /* x86-64: BMI2+ADX field arithmetic, AVX2 table scans */
 
 typedef struct gm__sm2p_impl {
     const char *name;

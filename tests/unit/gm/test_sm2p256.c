@@ -7,7 +7,8 @@
  * k*P with EC_POINT_mul on edge and random scalars, and cross-verify signatures both ways
  * (plain sign, sign_k, the precomputing context; verify and verify_tab), including tampered
  * inputs. DBAO_DIFF_ITERS raises the number of random cases (default 300 per test, a few
- * seconds in all). The random generator is a seeded splitmix64: reproducible, test only. */
+ * seconds in all); DBAO_SM2P_IMPL=<n> restricts the run to one implementation path. The random
+ * generator is a seeded splitmix64: reproducible, test only. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -776,6 +777,7 @@ teardown(void **state)
 int
 main(void)
 {
+    const char *only = getenv("DBAO_SM2P_IMPL"); /* run one GM__SM2P_IMPL_* path only */
     int failed = 0;
 
     const struct CMUnitTest tests[] = {
@@ -792,6 +794,9 @@ main(void)
     }
     for (int path = GM__SM2P_IMPL_PORTABLE; path <= GM__SM2P_IMPL_X86_ADX; path++) {
         char name[64];
+        if (only != NULL && strtol(only, NULL, 10) != path) {
+            continue;
+        }
         I = gm__sm2p_impl_get(path);
         if (I == NULL) {
             printf("sm2p256: implementation %d not available here, skipped\n", path);
