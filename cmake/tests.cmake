@@ -34,6 +34,17 @@ if(VALGRIND_EXE AND NOT DBAO_SANITIZE)
   add_test(NAME ct/gm COMMAND bash ${CMAKE_SOURCE_DIR}/tests/ct/ct_gm.sh ${VALGRIND_EXE}
                                    $<TARGET_FILE:ct_gm>)
   set_tests_properties(ct/gm PROPERTIES TIMEOUT 600 LABELS ct)
+  # The SM2 core's own ctgrind test (sign contexts with secret random batches, every path
+  # valgrind can run).
+  add_executable(ct_sm2p256 ${CMAKE_SOURCE_DIR}/tests/unit/gm/test_sm2p256_ct.c ${DBAO_SOURCES})
+  target_compile_definitions(ct_sm2p256 PRIVATE DBAO_CTGRIND GM_SM2P_CTGRIND)
+  target_include_directories(ct_sm2p256 PRIVATE ${CMAKE_SOURCE_DIR}/include
+                                                ${CMAKE_SOURCE_DIR}/src/gm)
+  target_link_libraries(ct_sm2p256 PRIVATE PkgConfig::OPENSSL PkgConfig::JANSSON
+                                           PkgConfig::CMOCKA Threads::Threads)
+  add_test(NAME ct/sm2p256 COMMAND ${VALGRIND_EXE} --error-exitcode=9 -q
+                                   $<TARGET_FILE:ct_sm2p256>)
+  set_tests_properties(ct/sm2p256 PROPERTIES TIMEOUT 600 LABELS ct)
 endif()
 
 # The gm public-API tests again on every implementation path family, so that each path is
