@@ -105,6 +105,8 @@ use(const char *alg, const char *path)
     return 0;
 }
 
+static const char *active_name(const char *alg);
+
 static void
 apply_env(const char *spec)
 {
@@ -131,7 +133,7 @@ apply_env(const char *spec)
         if (rc != 0) {
             fprintf(stderr, "dengbao: DENGBAO_GM_IMPL: %s path '%s' %s; keeping %s\n", item, eq + 1,
                     rc == DBAO_ENOTSUP ? "is not supported by this cpu" : "is unknown",
-                    gm_impl_active(item) != NULL ? gm_impl_active(item) : "the default");
+                    active_name(item) != NULL ? active_name(item) : "the default");
         }
     }
 }
@@ -221,10 +223,11 @@ gm_impl_list(gm_impl_info *out, size_t max)
     return n;
 }
 
-const char *
-gm_impl_active(const char *alg)
+/* The active path of alg without ensure(): apply_env runs inside the pthread_once of
+ * active_init, where calling ensure() again would deadlock. */
+static const char *
+active_name(const char *alg)
 {
-    ensure();
     if (strcmp(alg, "sm2") == 0) {
         return active.sm2_core < 0                         ? "openssl"
                : active.sm2_core == GM__SM2P_IMPL_PORTABLE ? "portable"
@@ -243,6 +246,13 @@ gm_impl_active(const char *alg)
         return active.ghash;
     }
     return NULL;
+}
+
+const char *
+gm_impl_active(const char *alg)
+{
+    ensure();
+    return active_name(alg);
 }
 
 int
