@@ -6,7 +6,9 @@ endif()
 add_library(dengbao_fuzz STATIC ${DBAO_SOURCES})
 target_include_directories(dengbao_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/include)
 target_compile_options(dengbao_fuzz PRIVATE -fsanitize=fuzzer-no-link,address,undefined)
-target_link_libraries(dengbao_fuzz PUBLIC PkgConfig::OPENSSL PkgConfig::JANSSON Threads::Threads)
+target_link_libraries(dengbao_fuzz PUBLIC PkgConfig::OPENSSL PkgConfig::LIBSSL PkgConfig::JANSSON
+                                          PkgConfig::LIBUV PkgConfig::LIBCURL PkgConfig::LIBNATS
+                                          dbao_llhttp Threads::Threads)
 
 file(GLOB DBAO_FUZZ_TARGETS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_*.c)
 foreach(src ${DBAO_FUZZ_TARGETS})
@@ -15,6 +17,8 @@ foreach(src ${DBAO_FUZZ_TARGETS})
   # Each component has its own private internal.h: give a target only its component's folder.
   if(name MATCHES "^fuzz_audit_")
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/audit)
+  elseif(name MATCHES "^fuzz_net_")
+    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/net)
   else()
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/gm)
   endif()

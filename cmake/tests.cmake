@@ -27,7 +27,7 @@ endforeach()
 # on, run under valgrind memcheck with secrets marked undefined. Not under the sanitizers.
 find_program(VALGRIND_EXE valgrind)
 if(VALGRIND_EXE AND NOT DBAO_SANITIZE)
-  add_executable(ct_gm ${CMAKE_SOURCE_DIR}/tests/ct/ct_gm.c ${DBAO_SOURCES})
+  add_executable(ct_gm ${CMAKE_SOURCE_DIR}/tests/ct/ct_gm.c ${DBAO_GM_SOURCES})
   target_compile_definitions(ct_gm PRIVATE DBAO_CTGRIND GM_SM2P_CTGRIND)
   target_include_directories(ct_gm PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src/gm)
   target_link_libraries(ct_gm PRIVATE PkgConfig::OPENSSL PkgConfig::JANSSON Threads::Threads)
@@ -36,7 +36,7 @@ if(VALGRIND_EXE AND NOT DBAO_SANITIZE)
   set_tests_properties(ct/gm PROPERTIES TIMEOUT 600 LABELS ct)
   # The SM2 core's own ctgrind test (sign contexts with secret random batches, every path
   # valgrind can run).
-  add_executable(ct_sm2p256 ${CMAKE_SOURCE_DIR}/tests/unit/gm/test_sm2p256_ct.c ${DBAO_SOURCES})
+  add_executable(ct_sm2p256 ${CMAKE_SOURCE_DIR}/tests/unit/gm/test_sm2p256_ct.c ${DBAO_GM_SOURCES})
   target_compile_definitions(ct_sm2p256 PRIVATE DBAO_CTGRIND GM_SM2P_CTGRIND)
   target_include_directories(ct_sm2p256 PRIVATE ${CMAKE_SOURCE_DIR}/include
                                                 ${CMAKE_SOURCE_DIR}/src/gm)

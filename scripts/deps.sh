@@ -10,6 +10,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(
   build-essential cmake pkg-config clang lld libclang-rt-14-dev clang-format
   libssl-dev openssl libjansson-dev libcmocka-dev valgrind
+  libuv1-dev node-llhttp libcurl4-openssl-dev curl libnats-dev
+  nats-server clickhouse-server clickhouse-client
 )
 
 missing=()
@@ -28,8 +30,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
+  # Server packages (nats-server, clickhouse-server) must not start their daemons on default
+  # ports: the tests start their own on 127.0.0.1 and non-default ports (scripts/services.sh).
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    trap '$sudo_cmd rm -f "$guard"' EXIT
+    printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee "$guard" >/dev/null
+    $sudo_cmd chmod 755 "$guard"
+  fi
   $sudo_cmd apt-get update -qq
   $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$guard" ]; then $sudo_cmd rm -f "$guard"; fi
 fi
 
 if [ -f "$top/tests/interop/package-lock.json" ] && [ ! -d "$top/tests/interop/node_modules" ]; then

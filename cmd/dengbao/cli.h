@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "dengbao/common.h"
+#include "dengbao/audit.h"
 #include "dengbao/gm.h"
 
 #define CLI_OK       0
@@ -55,7 +56,17 @@ int cli_print_hex(const uint8_t *data, size_t len);
 int cli_load_key(gm_sm2_key **out, const char *pem_path, const char *hex, bool need_priv,
                  dbao_err *err);
 
+/* cli_audit_keys_load reads the log's configuration (log.conf of `dir`, into *cfg; strings in
+ * *holder, free with dbao_free) and its signing key (need_priv) or public key: the one named
+ * by pub_override if not NULL, else the log's own signer.pub.pem. Paths in log.conf are
+ * relative to dir unless absolute. The note key name of an audit log is its origin. */
+int cli_audit_keys_load(const char *dir, bool need_priv, const char *pub_override, gm_sm2_key **key,
+                        audit_log_config *cfg, char **holder, dbao_err *err);
+
 /* Subcommands. */
+int cmd_audit(int argc, char **argv);
+int cmd_audit_export(int argc, char **argv); /* argv[0] is "export" */
+int cmd_auditd(int argc, char **argv);
 int cmd_gm(int argc, char **argv);
 int cmd_gm_speed(int argc, char **argv);
 int cmd_gm_cpu(int argc, char **argv);

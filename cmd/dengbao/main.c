@@ -15,6 +15,8 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  gm        national cryptography: SM2 keys, signatures and encryption, SM3, SM4\n"
+    "  audit     the tamper-evident audit log: init, append, verify, prove, export\n"
+
     "\n"
     "options:\n"
     "  --help      this text\n"
@@ -42,6 +44,10 @@ main(int argc, char **argv)
     if (strcmp(argv[1], "gm") == 0) {
         return cmd_gm(argc - 1, argv + 1);
     }
+    if (strcmp(argv[1], "audit") == 0) {
+        return cmd_audit(argc - 1, argv + 1);
+    }
+
     return cli_usage_error("dengbao <command> [options]; see dengbao --help",
                            "unknown command '%s'", argv[1]);
 }

@@ -330,18 +330,263 @@ int audit_checkpoint_open(audit_checkpoint *out, const char *note, size_t note_l
 int audit_checkpoint_parse_unverified(audit_checkpoint *out, const char *note, size_t note_len,
                                       dbao_err *err);
 
-/* ---- storage: to come --------------------------------------------------------------------
+/* ---- the log: segments, group commit, tree, checkpoints (src/audit/log.c) ---------------
  *
- * The next step adds the log itself on top of the pieces above:
- *   audit_log_open / audit_log_close        segments with magic, version and CRC'd frames
- *   audit_log_append                        group commit; returns the index once durable
- *   audit_log_get / audit_log_prove_*       records, inclusion and consistency proofs (tiles
- *                                           served through audit_hash_fn)
- *   audit_log_checkpoint                    cut and sign checkpoints (audit_checkpoint_sign),
- *                                           never inconsistent with the previous one
- *   audit_log_verify                        full offline verification, naming the first bad
- *                                           index and file offset
- * Nothing of it is declared until it exists. */
+ * A log is a directory (docs/audit-format.md section "The log directory" is normative):
+ *
+ *   log.conf          "dengbao-audit-log 1" and key = value lines: origin, limits, key paths
+ *   lock              flock()ed by the one process that may append
+ *   seg/<16 hex>.seg  append-only segments named by their first index: a header with magic,
+ *                     version and first index, then frames {len, index, record, CRC32C};
+ *                     preallocated; a full segment ends with a seal frame and is never written
+ *                     again
+ *   tree/L<nn>        the Merkle tree's perfect-subtree hashes, one file per level (a cache:
+ *                     rebuilt from the segments and checked against the signed checkpoints)
+ *   checkpoints       append-only file of signed checkpoints (CRC-framed signed notes)
+ *
+ * Appends are group-committed: any number of threads submit requests; one writer thread
+ * gathers what is queued (up to batch_max records, waiting at most batch_delay_us for more),
+ * writes it with one pwrite and makes it durable with one fdatasync, and only then completes
+ * the requests. A request is atomic: all its records land in the same batch, in order, with
+ * consecutive indices, or none does.
+ *
+ * Failure is closed: the first write, sync or space error puts the log in a failed state in
+ * which every pending and later request completes with that error; the writer first tries to
+ * record an "audit.alarm" record in the space it keeps in reserve, and calls the alarm
+ * callback. Nothing is ever overwritten.
+ *
+ * Reading (get, proofs, iteration) is safe from any thread while appends go on; readers see
+ * the records whose batch is durable. A log opened AUDIT_LOG_READONLY takes no lock and does
+ * no recovery: it serves what is on disk up to the last valid frame and may refresh to see a
+ * writer's later appends. */
+
+typedef struct audit_log audit_log;
+
+/* Creation parameters, written to log.conf by audit_log_create. Zero fields take the
+ * defaults. */
+typedef struct audit_log_config {
+    const char *origin;          /* required: the log identity in checkpoints */
+    const char *key_path;        /* signer private key (PEM); default "signer.key" in the dir */
+    const char *pub_path;        /* its public key (PEM); default "signer.pub.pem" */
+    uint64_t segment_bytes;      /* preallocated segment size; default 64 MiB, min 1 MiB */
+    uint32_t batch_max;          /* records per batch; default 8192 */
+    uint32_t batch_delay_us;     /* extra wait for a fuller batch; default 0, max 1000 */
+    uint32_t checkpoint_ms;      /* cut a checkpoint this often while appending; default 1000 */
+    uint64_t checkpoint_records; /* ... or after this many records; default 100000 */
+    uint32_t retention_days;     /* nothing younger may be pruned; default 180, min 180 */
+} audit_log_config;
+
+/* audit_log_create makes a new, empty log in `dir` (created if missing, must be empty
+ * otherwise) with the configuration above. It does not create keys: see the CLI. DBAO_EINVAL
+ * if the directory holds anything, DBAO_EFORMAT for a bad origin, DBAO_EIO. */
+int audit_log_create(const char *dir, const audit_log_config *cfg, dbao_err *err);
+
+/* audit_log_read_config reads log.conf into *cfg. The string fields point into storage owned
+ * by `holder` (free with dbao_free). Relative key paths are returned as written. */
+int audit_log_read_config(const char *dir, audit_log_config *cfg, char **holder, dbao_err *err);
+
+/* Called on the writer thread when the log enters its failed state. `what` is a message
+ * without personal data. */
+typedef void (*audit_log_alarm_fn)(void *arg, int code, const char *what);
+
+#define AUDIT_LOG_READONLY 0x1u
+
+typedef struct audit_log_open_opts {
+    unsigned flags;                /* AUDIT_LOG_READONLY */
+    const audit_note_key *signers; /* read-write: >= 1 key with its private half (borrowed for */
+    size_t num_signers;            /* the life of the log) */
+    const audit_note_key *trusted; /* keys whose checkpoints recovery accepts; the signers are */
+    size_t num_trusted;            /* trusted too */
+    audit_log_alarm_fn alarm;      /* optional */
+    void *alarm_arg;
+} audit_log_open_opts;
+
+/* audit_log_open opens the log in `dir`. Read-write: takes the lock (DBAO_EINVAL naming the
+ * holder if another process has it), recovers (truncates a torn tail that was never
+ * acknowledged, rebuilds the tree cache where needed), and refuses to open with DBAO_EVERIFY
+ * if the recovered log disagrees with its last checkpoint signed by a trusted key, saying
+ * why; then starts the writer thread. DBAO_EFORMAT for files it does not understand,
+ * DBAO_ENOTSUP for a newer version. */
+int audit_log_open(audit_log **out, const char *dir, const audit_log_open_opts *opts,
+                   dbao_err *err);
+
+/* audit_log_close stops accepting requests, completes those queued, cuts a final checkpoint
+ * if records were appended since the last one, and frees the log. NULL is a no-op. */
+void audit_log_close(audit_log *log);
+
+/* ---- appending ---- */
+
+/* The largest request: records and bytes. */
+#define AUDIT_REQ_RECORDS_MAX 65536
+#define AUDIT_REQ_BYTES_MAX   ((size_t) 16 << 20)
+
+typedef struct audit_log_req audit_log_req;
+typedef void (*audit_log_done_fn)(audit_log_req *req);
+
+/* An append request. The caller owns it and the memory it points to until `done` runs. */
+struct audit_log_req {
+    /* in */
+    const uint8_t *data;    /* num canonical record encodings, back to back */
+    const uint32_t *lens;   /* their lengths */
+    size_t num;             /* 1..AUDIT_REQ_RECORDS_MAX */
+    audit_log_done_fn done; /* called exactly once, on the writer thread; may free req */
+    void *arg;
+    /* out, valid when done runs */
+    int status;           /* 0 (durable) or a negative DBAO_E* code (nothing appended) */
+    uint64_t first_index; /* the index of the first record; the others follow */
+    /* private */
+    uint8_t *leaves_;
+    struct audit_log_req *next_;
+};
+
+/* audit_log_submit checks the request's shape, computes the leaf hashes on the calling thread
+ * (that is where appends are parallel) and queues it. Records are not decoded again: callers
+ * pass audit_record_encode output. Returns 0 (then `done` will run), or an error at once
+ * (then it will not): DBAO_EINVAL (bad shape, read-only log, closing), DBAO_ERANGE (too big),
+ * DBAO_ENOMEM, or the error that failed the log. */
+int audit_log_submit(audit_log *log, audit_log_req *req);
+
+/* audit_log_append is the synchronous form: it returns once the records are durable (0, with
+ * the first index in *first_index) or failed. */
+int audit_log_append(audit_log *log, const uint8_t *data, const uint32_t *lens, size_t num,
+                     uint64_t *first_index, dbao_err *err);
+
+/* audit_log_append_record encodes one record and appends it synchronously. */
+int audit_log_append_record(audit_log *log, const audit_record *r, uint64_t *index, dbao_err *err);
+
+/* audit_log_recovery_note says what recovery repaired when the log was opened (a torn tail
+ * cut off, the tree cache rebuilt), or NULL if nothing. Valid until audit_log_close. */
+const char *audit_log_recovery_note(const audit_log *log);
+
+/* audit_log_failed returns 0 while the log accepts appends, else the error that stopped it. */
+int audit_log_failed(const audit_log *log);
+
+/* ---- reading ---- */
+
+/* audit_log_size returns the number of durable records (readable indices are below it). */
+uint64_t audit_log_size(const audit_log *log);
+
+/* audit_log_refresh (read-only logs) picks up records a writer has appended since. */
+int audit_log_refresh(audit_log *log, dbao_err *err);
+
+/* audit_log_get copies the canonical encoding of record `index` into `out` (room for `cap`
+ * bytes; AUDIT_RECORD_MAX always suffices) and its length to *len. DBAO_ERANGE if index >=
+ * size or cap is too small, DBAO_EVERIFY if the stored frame fails its CRC, DBAO_EIO. */
+int audit_log_get(audit_log *log, uint64_t index, uint8_t *out, size_t cap, size_t *len,
+                  dbao_err *err);
+
+/* audit_log_hash is an audit_hash_fn over the log's tree (arg: the audit_log *). */
+int audit_log_hash(void *log, uint8_t out[AUDIT_HASH_LEN], unsigned level, uint64_t index);
+
+/* Proofs for a tree size up to audit_log_size (a size with a signed checkpoint is what a
+ * verifier can use). Same output conventions as audit_merkle_*_proof. */
+int audit_log_prove_inclusion(audit_log *log, uint64_t index, uint64_t size, uint8_t *proof,
+                              size_t *num, dbao_err *err);
+int audit_log_prove_consistency(audit_log *log, uint64_t size1, uint64_t size2, uint8_t *proof,
+                                size_t *num, dbao_err *err);
+
+/* audit_log_checkpoint_latest returns the latest signed checkpoint: its note text in a new
+ * buffer (*note, free with dbao_free; may be NULL if only cp is wanted) and its contents in
+ * *cp. DBAO_ERANGE if the log has no checkpoint yet. */
+int audit_log_checkpoint_latest(audit_log *log, char **note, size_t *note_len, audit_checkpoint *cp,
+                                dbao_err *err);
+
+/* audit_log_checkpoint_cut signs a checkpoint for the current size now (read-write logs; it
+ * waits for the writer), unless the latest one already has that size. */
+int audit_log_checkpoint_cut(audit_log *log, dbao_err *err);
+
+/* Sequential reading from `start` up to the size at the time of the call (exporters, get). */
+typedef struct audit_log_iter audit_log_iter;
+int audit_log_iter_open(audit_log_iter **out, audit_log *log, uint64_t start, dbao_err *err);
+/* Returns 1 with the next record (valid until the next call), 0 at the end, or an error. */
+int audit_log_iter_next(audit_log_iter *it, uint64_t *index, const uint8_t **rec, size_t *len,
+                        dbao_err *err);
+void audit_log_iter_close(audit_log_iter *it);
+
+/* Counters for /metrics. */
+typedef struct audit_log_stats {
+    uint64_t size;              /* durable records */
+    uint64_t batches;           /* batches made durable since open */
+    uint64_t appended;          /* records appended since open */
+    uint64_t bytes;             /* bytes written to segments since open */
+    uint64_t checkpoint_size;   /* size of the latest checkpoint */
+    int64_t checkpoint_time_ns; /* when it was cut (0 if none) */
+    uint64_t fsync_ns_total;    /* time spent in fdatasync */
+    int failed;                 /* audit_log_failed */
+} audit_log_stats;
+void audit_log_get_stats(const audit_log *log, audit_log_stats *st);
+
+/* ---- verification (offline, read-only, no recovery) ---- */
+
+typedef struct audit_verify_report {
+    uint64_t records;     /* records read and checked */
+    uint64_t checkpoints; /* checkpoints verified */
+    uint64_t signed_size; /* size of the latest verified checkpoint */
+    uint64_t torn_bytes;  /* unacknowledged torn tail found (not tampering) */
+    /* on DBAO_EVERIFY: */
+    uint64_t bad_index;  /* first bad record index (UINT64_MAX if not one record) */
+    char bad_file[256];  /* file, relative to the log directory */
+    uint64_t bad_offset; /* byte offset in bad_file */
+    char what[512];      /* what is wrong */
+} audit_verify_report;
+
+/* audit_log_verify_dir checks a whole log directory: every segment header and frame (magic,
+ * version, CRC, consecutive indices, canonical records), every checkpoint's signature by one
+ * of the trusted keys and its root against the tree recomputed from the records, and the tree
+ * cache against the records. 0 if intact; DBAO_EVERIFY with `rep` naming the first bad index,
+ * file and offset; other codes for errors (unreadable directory, DBAO_ENOTSUP). */
+int audit_log_verify_dir(const char *dir, const audit_note_key *trusted, size_t num_trusted,
+                         audit_verify_report *rep, dbao_err *err);
+
+/* ---- proofs as JSON (the API and CLI face; src/audit/proofjson.c) ---- */
+
+typedef enum audit_proof_type {
+    AUDIT_PROOF_INCLUSION = 1,
+    AUDIT_PROOF_CONSISTENCY = 2,
+} audit_proof_type;
+
+/* {"type":"inclusion","index":N,"size":S,"leaf_hash":"<base64>","hashes":["<base64>",...]}
+ * {"type":"consistency","from":A,"to":B,"hashes":[...]}
+ * Numbers are JSON integers (at most 2^53 - 1 here); hashes standard base64 of 32 bytes. */
+typedef struct audit_proof {
+    audit_proof_type type;
+    uint64_t index, size; /* inclusion */
+    uint64_t from, to;    /* consistency */
+    bool has_leaf;        /* inclusion: leaf_hash present */
+    uint8_t leaf_hash[AUDIT_HASH_LEN];
+    size_t num;
+    uint8_t hashes[AUDIT_PROOF_MAX][AUDIT_HASH_LEN];
+} audit_proof;
+
+/* audit_proof_to_json writes the proof (one line, no newline) into a new NUL-terminated
+ * buffer (free with dbao_free). */
+int audit_proof_to_json(const audit_proof *p, char **out, size_t *out_len, dbao_err *err);
+
+/* audit_proof_from_json parses strictly (unknown or duplicate keys, wrong types, bad base64,
+ * too many hashes: DBAO_EFORMAT naming the field). It checks the shape only; verification is
+ * audit_merkle_verify_*. */
+int audit_proof_from_json(audit_proof *p, const char *json, size_t len, dbao_err *err);
+
+/* ---- export (src/audit/export*.c) ---- */
+
+typedef struct audit_export_opts {
+    const char *url;    /* nats://127.0.0.1:P/STREAM or http://127.0.0.1:P (ClickHouse) */
+    bool follow;        /* keep exporting new records until *stop becomes nonzero */
+    volatile int *stop; /* may be NULL when !follow */
+    uint32_t batch;     /* records per publish/insert batch; default 1000 */
+} audit_export_opts;
+
+typedef struct audit_export_stats {
+    uint64_t start_index; /* where this run resumed */
+    uint64_t exported;    /* records sent by this run */
+    uint64_t next_index;  /* the first index not yet exported */
+} audit_export_stats;
+
+/* audit_export_run sends the log's checkpointed records (indices below the latest checkpoint's
+ * size) to the target, at least once and idempotently by index (a record sent twice is stored
+ * once), resuming after the last index the target already holds. */
+int audit_export_run(audit_log *log, const audit_export_opts *opts, audit_export_stats *st,
+                     dbao_err *err);
 
 #ifdef __cplusplus
 }

@@ -64,4 +64,154 @@ int audit__jcs_write(audit__buf *b, const void *value, const char *path, int dep
 int audit__details_canonicalize(char **out, size_t *out_len, const char *json, size_t json_len,
                                 const char *field, dbao_err *err);
 
+/* ---- CRC32C (Castagnoli), crc32c.c ---------------------------------------------------------
+ * Frames on disk carry CRC32C: hardware instructions on x86-64 (SSE4.2) and aarch64 (CRC
+ * extension), picked once at run time; a slicing-by-8 table otherwise. Standard convention:
+ * audit__crc32c(0, "123456789", 9) == 0xE3069283. Chain calls by passing the previous value. */
+uint32_t audit__crc32c(uint32_t crc, const void *data, size_t len);
+
+/* ---- file I/O with fault injection, fio.c -------------------------------------------------
+ * Every write, sync and allocation of the log goes through these, so that tests can inject
+ * ENOSPC and EIO and simulate a power cut. With no fault configured each is one system call
+ * (plus one relaxed atomic load). They return 0 or a negative errno (a short write is retried
+ * until complete or an error).
+ *
+ * Faults come from audit__fault_config() (tests) or from the environment variable
+ * DENGBAO_AUDIT_FAULT read once at the first I/O (integration tests through the CLI):
+ *   "enospc-after=N"   writes fail with ENOSPC once N bytes have been written in total
+ *   "eio-write-after=N" the same with EIO
+ *   "eio-sync=N"       the Nth fdatasync (1-based) and every later one fail with EIO
+ *   "powercut"         keep an undo journal of unsynced writes (see audit__fault_powercut)
+ * Several may be given, separated by commas. */
+int audit__pwrite(int fd, const void *buf, size_t len, uint64_t off);
+int audit__fdatasync(int fd);
+int audit__fsync_dir(const char *dir);
+int audit__fallocate(int fd, uint64_t len);
+int audit__ftruncate(int fd, uint64_t len);
+/* audit__close closes fd and forgets its journal. */
+void audit__close(int fd);
+
+typedef struct audit__faults {
+    uint64_t enospc_after;    /* 0 = off */
+    uint64_t eio_write_after; /* 0 = off */
+    uint64_t eio_sync;        /* 0 = off */
+    bool powercut;            /* journal unsynced writes */
+} audit__faults;
+void audit__fault_config(const audit__faults *f); /* NULL turns every fault off */
+
+/* audit__fault_powercut undoes writes made since each file's last fdatasync, newest first,
+ * as a power cut would: each unsynced write is, at random (seeded), lost entirely, kept, or
+ * torn (its second half lost). Files are restored through their recorded paths. Returns the
+ * number of writes undone (fully or partly). Only with "powercut" on. */
+int audit__fault_powercut(uint64_t seed);
+
+/* ---- segment format, segment.c -----------------------------------------------------------
+ * See docs/audit-format.md "Segments". All integers little-endian.
+ *   header (64 bytes): "DBAUDSEG" | u32 version (1) | u32 header length (64) | u64 first index |
+ *                      i64 created ns | u64 capacity | 20 zero bytes | u32 CRC32C of bytes 0..59
+ *   frame:             u32 len (1..AUDIT_RECORD_MAX) | u64 index | len record bytes |
+ *                      u32 CRC32C(len || index || record)
+ *   seal frame:        u32 0xFFFFFFFF | u64 next index | 32-byte tree root at that size |
+ *                      u32 CRC32C of the 44 bytes before it; nothing follows a seal
+ *   end of data:       a u32 0 length (the preallocated space reads as zeros) */
+#define AUDIT__SEG_MAGIC      "DBAUDSEG"
+#define AUDIT__SEG_VERSION    1
+#define AUDIT__SEG_HDR        64
+#define AUDIT__FRAME_OVERHEAD 16
+#define AUDIT__SEAL_LEN       48
+#define AUDIT__SEAL_MARK      0xFFFFFFFFu
+
+void audit__seg_header(uint8_t out[AUDIT__SEG_HDR], uint64_t first, int64_t created_ns,
+                       uint64_t capacity);
+int audit__seg_header_parse(const uint8_t *in, size_t len, uint64_t *first, int64_t *created_ns,
+                            uint64_t *capacity, dbao_err *err);
+/* audit__frame_put writes one frame at out (AUDIT__FRAME_OVERHEAD + len bytes). */
+size_t audit__frame_put(uint8_t *out, uint64_t index, const uint8_t *rec, uint32_t len);
+void audit__seal_put(uint8_t out[AUDIT__SEAL_LEN], uint64_t next, const uint8_t root[32]);
+
+/* Why a scan stopped. */
+enum {
+    AUDIT__SCAN_END = 0,   /* a zero length: the end of the data */
+    AUDIT__SCAN_SEALED,    /* a valid seal frame */
+    AUDIT__SCAN_EOF,       /* the buffer ended exactly at a frame boundary */
+    AUDIT__SCAN_TRUNCATED, /* the buffer ended inside a frame */
+    AUDIT__SCAN_BAD_LEN,   /* a length that no frame may have */
+    AUDIT__SCAN_BAD_CRC,   /* CRC mismatch */
+    AUDIT__SCAN_BAD_INDEX, /* a valid frame with the wrong index */
+    AUDIT__SCAN_BAD_SEAL,  /* a seal whose CRC or next index is wrong */
+    AUDIT__SCAN_STOPPED,   /* the callback returned > 0 */
+};
+
+typedef struct audit__scan {
+    uint64_t next_index; /* index after the last valid frame */
+    uint64_t end;        /* offset after the last valid frame (or after the seal) */
+    int stop;            /* AUDIT__SCAN_* */
+    uint64_t stop_offset;
+    uint8_t seal_root[32]; /* when stop == AUDIT__SCAN_SEALED */
+    uint64_t nonzero_end;  /* offset after the last non-zero byte at or after `end` */
+} audit__scan;
+
+/* Called for each valid frame; a negative return aborts the scan with that code, a positive
+ * one stops it (AUDIT__SCAN_STOPPED, `end` after that frame). */
+typedef int (*audit__frame_fn)(void *arg, uint64_t index, const uint8_t *rec, uint32_t len,
+                               uint64_t offset);
+
+/* audit__seg_scan walks the frames of buf[from, len) expecting `next` as the first index. It
+ * never fails on bad data: it stops and says why in *out. With want_nonzero it also finds
+ * out->nonzero_end (a scan of the rest of the buffer). Returns 0 or the callback's error. */
+int audit__seg_scan(const uint8_t *buf, size_t len, size_t from, uint64_t next, audit__frame_fn fn,
+                    void *arg, bool want_nonzero, audit__scan *out);
+
+/* audit__seg_resync looks for a valid frame (index >= want) starting anywhere in
+ * buf[from, to): evidence that data follows a damaged frame (corruption, not a torn tail).
+ * Returns the offset found or UINT64_MAX. */
+uint64_t audit__seg_resync(const uint8_t *buf, size_t to, size_t from, uint64_t want);
+
+/* Little-endian helpers. */
+static inline void
+audit__le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t) v;
+    p[1] = (uint8_t) (v >> 8);
+    p[2] = (uint8_t) (v >> 16);
+    p[3] = (uint8_t) (v >> 24);
+}
+static inline void
+audit__le64(uint8_t *p, uint64_t v)
+{
+    audit__le32(p, (uint32_t) v);
+    audit__le32(p + 4, (uint32_t) (v >> 32));
+}
+static inline uint32_t
+audit__rd32(const uint8_t *p)
+{
+    return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
+}
+static inline uint64_t
+audit__rd64(const uint8_t *p)
+{
+    return (uint64_t) audit__rd32(p) | (uint64_t) audit__rd32(p + 4) << 32;
+}
+
+/* ---- tree files and checkpoint file formats (log.c, verify.c) ----
+ *   tree/L<nn>:  "DBAUTREE" | u32 version (1) | u32 level | node hashes, 32 bytes each
+ *   checkpoints: "DBAUDCKP" | u32 version (1) | u32 header length (16) | frames of
+ *                u32 len | u32 CRC32C(note) | note bytes */
+#define AUDIT__TREE_MAGIC "DBAUTREE"
+#define AUDIT__TREE_HDR   16
+#define AUDIT__CKP_MAGIC  "DBAUDCKP"
+#define AUDIT__CKP_HDR    16
+
+/* audit__ckp_scan walks the checkpoint file image buf[0, len): calls fn for each valid note in
+ * order; stops at the first bad frame (*end = offset after the last good one, *bad = true if a
+ * damaged frame (not zeros/EOF) follows). DBAO_EFORMAT for a bad header. */
+typedef int (*audit__note_fn)(void *arg, const char *note, size_t len, uint64_t offset);
+int audit__ckp_scan(const uint8_t *buf, size_t len, audit__note_fn fn, void *arg, uint64_t *end,
+                    bool *bad, dbao_err *err);
+
+/* audit__log_abandon (tests): stops the writer at once without completing queued requests
+ * (they never complete), without a final checkpoint, and frees the log as a crashed process
+ * would leave it. */
+void audit__log_abandon(audit_log *log);
+
 #endif /* DENGBAO_AUDIT_INTERNAL_H */
