@@ -64,6 +64,10 @@ int audit__jcs_write(audit__buf *b, const void *value, const char *path, int dep
 int audit__details_canonicalize(char **out, size_t *out_len, const char *json, size_t json_len,
                                 const char *field, dbao_err *err);
 
+/* audit__jcs_is_canonical (jcscheck.c): true iff `s` is exactly the canonical details text
+ * audit__details_canonicalize would produce from it; false means "check the slow way". */
+bool audit__jcs_is_canonical(const char *s, size_t len);
+
 /* ---- CRC32C (Castagnoli), crc32c.c ---------------------------------------------------------
  * Frames on disk carry CRC32C: hardware instructions on x86-64 (SSE4.2) and aarch64 (CRC
  * extension), picked once at run time; a slicing-by-8 table otherwise. Standard convention:
@@ -120,6 +124,10 @@ int audit__fault_powercut(uint64_t seed);
 #define AUDIT__FRAME_OVERHEAD 16
 #define AUDIT__SEAL_LEN       48
 #define AUDIT__SEAL_MARK      0xFFFFFFFFu
+/* A batch is at most this many bytes (one request may be AUDIT_REQ_BYTES_MAX), so a torn
+ * write can leave at most this much damage after the last valid frame: scans for stray data
+ * look this far and no further. */
+#define AUDIT__BATCH_BYTES_MAX ((uint64_t) AUDIT_REQ_BYTES_MAX + 65536)
 
 void audit__seg_header(uint8_t out[AUDIT__SEG_HDR], uint64_t first, int64_t created_ns,
                        uint64_t capacity);
@@ -148,7 +156,8 @@ typedef struct audit__scan {
     int stop;            /* AUDIT__SCAN_* */
     uint64_t stop_offset;
     uint8_t seal_root[32]; /* when stop == AUDIT__SCAN_SEALED */
-    uint64_t nonzero_end;  /* offset after the last non-zero byte at or after `end` */
+    uint64_t nonzero_end;  /* offset after the last non-zero byte in [end, end +
+                              AUDIT__BATCH_BYTES_MAX) */
 } audit__scan;
 
 /* Called for each valid frame; a negative return aborts the scan with that code, a positive

@@ -1274,7 +1274,7 @@ write_batch(audit_log *log, audit_log_req *list)
         audit_log_req *last = NULL, *r = list;
         while (r != NULL) {
             size_t b = req_bytes(r);
-            if (wlen + b > room) {
+            if (wlen + b > room || (last != NULL && wlen + b > AUDIT__BATCH_BYTES_MAX)) {
                 break;
             }
             wlen += b;

@@ -183,7 +183,8 @@ audit__seg_scan(const uint8_t *buf, size_t len, size_t from, uint64_t next, audi
     out->end = off;
     out->stop = stop;
     out->stop_offset = off;
-    out->nonzero_end = want_nonzero ? nonzero_end(buf, len, off) : off;
+    size_t window = len - off > AUDIT__BATCH_BYTES_MAX ? off + AUDIT__BATCH_BYTES_MAX : len;
+    out->nonzero_end = want_nonzero ? nonzero_end(buf, window, off) : off;
     return 0;
 }
 
