@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -43,6 +44,10 @@ static const char audit_usage[] =
     "  prove --dir D --from A --to B               consistency proof (JSON)\n"
     "  verify-proof --pub PUB.pem --checkpoint F --record F --proof F\n"
     "  verify-proof --pub PUB.pem --checkpoint F --old-checkpoint F --proof F\n"
+    "  archive --dir D --to PATH                   copy sealed segments to an archive\n"
+    "  prune --dir D --archive PATH [--before YYYY-MM-DD]\n"
+    "                                              remove archived segments older than the\n"
+    "                                              retention minimum (default 180 days)\n"
     "                                              offline; exit 0 proven, 1 not\n"
 
     "\n"
@@ -52,7 +57,7 @@ static const char audit_usage[] =
 
 typedef struct opts {
     const char *dir, *key, *origin, *pub, *checkpoint, *old_checkpoint, *record, *proof;
-    const char *index, *size, *from, *to, *count;
+    const char *index, *size, *from, *to, *count, *archive, *before;
 } opts;
 
 static int
@@ -88,6 +93,9 @@ parse_opts(int argc, char **argv, opts *o, const char *const *allowed)
                             : strcmp(a, "--size") == 0           ? &o->size
                             : strcmp(a, "--from") == 0           ? &o->from
                             : strcmp(a, "--count") == 0          ? &o->count
+                            : strcmp(a, "--archive") == 0        ? &o->archive
+                            : strcmp(a, "--before") == 0         ? &o->before
+                            : strcmp(a, "--to") == 0             ? &o->to
                                                                  : &o->to;
         if (*slot != NULL) {
             return cli_usage_error("dengbao audit --help", "option %s given twice", a);
@@ -452,7 +460,7 @@ audit_append(int argc, char **argv)
     if (first != 0) {
         rc = cli_error(DBAO_EIO,
                        "the audit log stopped accepting records after %" PRIu64 " of %zu (%s); "
-                       "records without a printed index were not appended",
+                       "records without a printed index were not acknowledged",
                        st.durable, n, dbao_strerror(first));
         rc = CLI_INTERNAL;
     } else {
@@ -880,6 +888,70 @@ out:
     return cli_report(rc, &err);
 }
 
+static int
+audit_archive(int argc, char **argv)
+{
+    static const char *const allowed[] = {"--dir", "--to", NULL};
+    opts o;
+    int rc = parse_opts(argc, argv, &o, allowed);
+    if (rc != 0) {
+        return rc < 0 ? CLI_OK : rc;
+    }
+    if (o.dir == NULL || o.to == NULL) {
+        return cli_usage_error("dengbao audit archive --dir D --to PATH",
+                               "--dir and --to are required");
+    }
+    dbao_err err;
+    dbao_err_clear(&err);
+    audit_retention_report rep;
+    rc = audit_log_archive(o.dir, o.to, &rep, &err);
+    if (rc != 0) {
+        return cli_report(rc, &err);
+    }
+    printf("archived %" PRIu64 " segments (%" PRIu64 " already there) to %s\n", rep.segments,
+           rep.skipped, o.to);
+    return CLI_OK;
+}
+
+static int
+audit_prune(int argc, char **argv)
+{
+    static const char *const allowed[] = {"--dir", "--archive", "--before", NULL};
+    opts o;
+    int rc = parse_opts(argc, argv, &o, allowed);
+    if (rc != 0) {
+        return rc < 0 ? CLI_OK : rc;
+    }
+    static const char u[] = "dengbao audit prune --dir D --archive PATH [--before YYYY-MM-DD]";
+    if (o.dir == NULL || o.archive == NULL) {
+        return cli_usage_error(u, "--dir and --archive are required");
+    }
+    int64_t now = audit_now_ns();
+    int64_t before = now;
+    if (o.before != NULL) {
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        char *end = strptime(o.before, "%Y-%m-%d", &tm);
+        if (end == NULL || *end != '\0') {
+            return cli_usage_error(u, "--before must be a date YYYY-MM-DD (UTC)");
+        }
+        before = (int64_t) timegm(&tm) * 1000000000LL;
+    }
+    dbao_err err;
+    dbao_err_clear(&err);
+    audit_retention_report rep;
+    rc = audit_log_prune(o.dir, o.archive, before, now, &rep, &err);
+    if (rc != 0) {
+        return cli_report(rc, &err);
+    }
+    printf("pruned %" PRIu64 " segments; records from %" PRIu64 " stay in %s\n", rep.segments,
+           rep.first_kept, o.dir);
+    if (rep.stopped_at[0]) {
+        printf("stopped: %s\n", rep.stopped_at);
+    }
+    return CLI_OK;
+}
+
 int
 cmd_audit(int argc, char **argv)
 {
@@ -905,6 +977,12 @@ cmd_audit(int argc, char **argv)
     }
     if (strcmp(c, "prove") == 0) {
         return audit_prove(argc - 1, argv + 1);
+    }
+    if (strcmp(c, "archive") == 0) {
+        return audit_archive(argc - 1, argv + 1);
+    }
+    if (strcmp(c, "prune") == 0) {
+        return audit_prune(argc - 1, argv + 1);
     }
     if (strcmp(c, "verify-proof") == 0) {
         return audit_verify_proof(argc - 1, argv + 1);

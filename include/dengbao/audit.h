@@ -519,10 +519,12 @@ void audit_log_get_stats(const audit_log *log, audit_log_stats *st);
 /* ---- verification (offline, read-only, no recovery) ---- */
 
 typedef struct audit_verify_report {
-    uint64_t records;     /* records read and checked */
-    uint64_t checkpoints; /* checkpoints verified */
-    uint64_t signed_size; /* size of the latest verified checkpoint */
-    uint64_t torn_bytes;  /* unacknowledged torn tail found (not tampering) */
+    uint64_t records;      /* records read and checked */
+    uint64_t checkpoints;  /* checkpoints verified */
+    uint64_t signed_size;  /* size of the latest verified checkpoint */
+    uint64_t torn_bytes;   /* unacknowledged torn tail found (not tampering) */
+    uint64_t pruned_below; /* records below were archived: not re-read (the later signed roots
+                              authenticate the tree cache that stands in for them) */
     /* on DBAO_EVERIFY: */
     uint64_t bad_index;  /* first bad record index (UINT64_MAX if not one record) */
     char bad_file[256];  /* file, relative to the log directory */
@@ -537,6 +539,30 @@ typedef struct audit_verify_report {
  * file and offset; other codes for errors (unreadable directory, DBAO_ENOTSUP). */
 int audit_log_verify_dir(const char *dir, const audit_note_key *trusted, size_t num_trusted,
                          audit_verify_report *rep, dbao_err *err);
+
+/* ---- retention (src/audit/retention.c) ----
+ *
+ * Segments are sealed when full and never change again. audit_log_archive copies the sealed
+ * segments (and log.conf, the public key and the checkpoints) to an archive directory, each
+ * through a temporary file, fdatasync and rename, and checks every copy byte for byte.
+ * audit_log_prune then removes local sealed segments, oldest first, only when all of this
+ * holds: the archive holds an identical copy, every record in the segment is covered by the
+ * latest signed checkpoint, and its newest record is older than both `before_ns` and the
+ * configured minimum retention (retention_days, at least 180: Cybersecurity Law art. 21). It
+ * records the first retained index in the file "pruned" before unlinking anything. The tree
+ * cache and the checkpoints are kept whole, so proofs for pruned records still verify; get
+ * says where a pruned record went. Prune takes the log's lock: stop the writer first. */
+typedef struct audit_retention_report {
+    uint64_t segments;    /* segments archived (copied now) or pruned */
+    uint64_t skipped;     /* archive: already there and identical */
+    uint64_t first_kept;  /* prune: the first index still in the log directory */
+    char stopped_at[256]; /* prune: why it stopped (empty when every sealed segment went) */
+} audit_retention_report;
+
+int audit_log_archive(const char *dir, const char *archive_dir, audit_retention_report *rep,
+                      dbao_err *err);
+int audit_log_prune(const char *dir, const char *archive_dir, int64_t before_ns, int64_t now_ns,
+                    audit_retention_report *rep, dbao_err *err);
 
 /* ---- proofs as JSON (the API and CLI face; src/audit/proofjson.c) ---- */
 

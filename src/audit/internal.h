@@ -218,6 +218,13 @@ typedef int (*audit__note_fn)(void *arg, const char *note, size_t len, uint64_t 
 int audit__ckp_scan(const uint8_t *buf, size_t len, audit__note_fn fn, void *arg, uint64_t *end,
                     bool *bad, dbao_err *err);
 
+/* ---- the pruned marker (retention.c, read by log.c and verify.c) ----
+ *   pruned: "dengbao-audit-pruned 1\nfirst = <index>\narchive = <path>\n"
+ * Records below `first` were moved to the archive; the tree cache and the checkpoints keep
+ * covering them, so proofs for them still verify. No file means first = 0. */
+int audit__pruned_read(const char *dir, uint64_t *first, char *archive, size_t archive_cap,
+                       dbao_err *err);
+
 /* audit__log_abandon (tests): stops the writer at once without completing queued requests
  * (they never complete), without a final checkpoint, and frees the log as a crashed process
  * would leave it. */

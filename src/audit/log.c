@@ -75,6 +75,8 @@ struct audit_log {
     char *cfg_holder;
     bool rdonly;
     int lock_fd;
+    uint64_t first;     /* records below were pruned to the archive */
+    char archive[1024]; /* where they went */
 
     /* keys */
     audit_note_key *signers;
@@ -126,6 +128,7 @@ struct audit_log {
 
     /* failure */
     _Atomic int failed;
+    bool alarm_written; /* writer: the alarm record is in (or could not be written) */
     char fail_msg[256];
 
     /* stats */
@@ -767,6 +770,12 @@ static int
 record_at(audit_log *log, uint64_t index, const uint8_t **rec, uint32_t *len, uint64_t *off,
           const char **segname, dbao_err *err)
 {
+    if (index < log->first) {
+        return dbao_err_set(err, DBAO_ERANGE,
+                            "record %" PRIu64 " was archived to %s (records below %" PRIu64
+                            " are kept there)",
+                            index, log->archive, log->first);
+    }
     seg *s = seg_find(log, index);
     if (s == NULL || index - s->first >= s->count) {
         return dbao_err_set(err, DBAO_ERANGE, "record %" PRIu64 " does not exist", index);
@@ -1181,9 +1190,10 @@ seal_and_roll(audit_log *log, dbao_err *err)
 static void
 write_alarm(audit_log *log, int code, const char *what)
 {
-    if (log->nsegs == 0) {
+    if (log->nsegs == 0 || log->alarm_written) {
         return;
     }
+    log->alarm_written = true;
     seg *s = log->segs[log->nsegs - 1];
     if (s->sealed) {
         return;
@@ -1285,7 +1295,7 @@ write_batch(audit_log *log, audit_log_req *list)
             int rc = seal_and_roll(log, &err);
             if (rc != 0) {
                 log_fail(log, rc, "%s", err.msg);
-                write_alarm(log, rc, err.msg);
+                write_alarm(log, rc, log->fail_msg);
                 fail_all(log, list, atomic_load(&log->failed));
                 return rc;
             }
@@ -1327,9 +1337,18 @@ write_batch(audit_log *log, audit_log_req *list)
             char msg[200];
             snprintf(msg, sizeof msg, "writing %s failed: %s", s->name, strerror(-rc));
             log_fail(log, rc == -ENOSPC ? -ENOSPC : DBAO_EIO, "%s", msg);
-            if (rc == -ENOSPC) {
-                write_alarm(log, rc, msg);
+            /* The batch was not acknowledged; after a failed fdatasync its bytes may or may
+             * not reach the disk. Blank them (best effort, outside the fault layer: this is
+             * the failure path) so that the alarm record takes the first unacknowledged index
+             * and recovery never resurrects records their producers were told failed. */
+            uint8_t *zeros = calloc(1, wlen);
+            if (zeros != NULL) {
+                if (pwrite(s->fd, zeros, wlen, (off_t) s->end) != (ssize_t) wlen) {
+                    /* the alarm below fails too, and the log stays failed */
+                }
+                free(zeros);
             }
+            write_alarm(log, rc, msg);
             fail_all(log, list, atomic_load(&log->failed));
             fail_all(log, rest, atomic_load(&log->failed));
             return rc;
@@ -1368,6 +1387,7 @@ write_batch(audit_log *log, audit_log_req *list)
         }
         if (rc != 0) {
             log_fail(log, rc, "tree cache update failed: %s", err.msg);
+            write_alarm(log, rc, log->fail_msg);
             fail_all(log, rest, atomic_load(&log->failed));
             return rc;
         }
@@ -1399,6 +1419,7 @@ writer_main(void *arg)
             int rc = ckp_cut(log, &err);
             if (rc != 0) {
                 log_fail(log, rc, "checkpoint failed: %s", err.msg);
+                write_alarm(log, rc, log->fail_msg);
             }
             pthread_mutex_lock(&log->q_mu);
             log->cut_rc = rc;
@@ -1766,10 +1787,34 @@ load_segments(audit_log *log, dbao_err *err)
     if (rc != 0) {
         return rc;
     }
-    uint64_t expect = 0;
+    uint64_t expect = log->first;
     for (size_t i = 0; i < n && rc == 0; i++) {
         uint64_t first = 0;
         seg_name_parse(names[i], &first);
+        if (first < log->first) {
+            /* pruned: left behind by a prune interrupted between its marker and its unlink */
+            if (!log->rdonly && i + 1 < n) {
+                uint64_t next = 0;
+                seg_name_parse(names[i + 1], &next);
+                if (next <= log->first) {
+                    char t[PATH_MAX_LEN + 64];
+                    snprintf(t, sizeof t, "%s/seg/%s", log->dir, names[i]);
+                    unlink(t);
+                    continue;
+                }
+            }
+            if (i + 1 < n) {
+                uint64_t next = 0;
+                seg_name_parse(names[i + 1], &next);
+                if (next <= log->first) {
+                    continue;
+                }
+            }
+            rc = dbao_err_set(err, DBAO_EVERIFY,
+                              "seg/%s holds records that the pruned marker says were archived",
+                              names[i]);
+            break;
+        }
         seg *s = NULL;
         rc = seg_open(&s, log, names[i], first, err);
         if (rc != 0) {
@@ -1987,6 +2032,13 @@ recover_tree(audit_log *log, dbao_err *err)
             cache_ok = true;
         }
     }
+    if (!cache_ok && log->first > 0) {
+        return dbao_err_set(err, DBAO_EVERIFY,
+                            "the tree cache does not reproduce the latest signed checkpoint and "
+                            "records below %" PRIu64 " are archived: restore tree/ from a backup "
+                            "or the records from %s",
+                            log->first, log->archive);
+    }
     uint64_t base = cache_ok ? s : 0;
     int rc = tree_truncate(log, base, err);
     if (rc != 0) {
@@ -2181,6 +2233,9 @@ audit_log_open(audit_log **out, const char *dir, const audit_log_open_opts *opts
         }
     }
     if (rc == 0) {
+        rc = audit__pruned_read(dir, &log->first, log->archive, sizeof log->archive, err);
+    }
+    if (rc == 0) {
         rc = load_segments(log, err);
     }
     if (rc == 0) {
@@ -2242,6 +2297,7 @@ audit_log_close(audit_log *log)
             dbao_err err;
             if (ckp_cut(log, &err) != 0) {
                 log_fail(log, DBAO_EIO, "final checkpoint failed: %s", err.msg);
+                write_alarm(log, DBAO_EIO, log->fail_msg);
             }
         }
     }

@@ -385,10 +385,14 @@ verify_segments(vstate *v)
     if (rc == 0 && n > 0) {
         qsort(names, n, sizeof *names, name_cmp);
     }
-    uint64_t expect = 0;
+    uint64_t expect = v->rep->pruned_below;
     char segname[64];
     for (size_t i = 0; i < n && rc == 0; i++) {
         snprintf(segname, sizeof segname, "seg/%s", names[i]);
+        uint64_t nf = 0;
+        if (sscanf(names[i], "%16" SCNx64, &nf) == 1 && nf < v->rep->pruned_below) {
+            continue; /* left by a prune interrupted after its marker */
+        }
         v->segname = segname;
         uint64_t name_first = 0;
         bool name_ok = strlen(names[i]) == 20 && strcmp(names[i] + 16, ".seg") == 0 &&
@@ -544,8 +548,27 @@ audit_log_verify_dir(const char *dir, const audit_note_key *trusted, size_t num_
                 v.l00_count = ((uint64_t) st.st_size - AUDIT__TREE_HDR) / 32;
             }
         }
-        /* checkpoints of the empty tree come before any record */
-        while (rc == 0 && v.next_ckp < v.nckp && v.ckps[v.next_ckp].size == 0) {
+        /* records below the pruned mark are in the archive: start from the tree cache's
+         * frontier there; the later signed roots authenticate it */
+        char archive[1024];
+        uint64_t first = 0;
+        rc = audit__pruned_read(dir, &first, archive, sizeof archive, err);
+        if (rc == 0 && first > 0) {
+            rep->pruned_below = first;
+            rc = audit_frontier_load(&v.fr, first, tree_file_source, (void *) dir);
+            if (rc != 0) {
+                rc = vfail(&v, first, "tree/", 0,
+                           "records below %" PRIu64 " are archived and the tree cache cannot "
+                           "supply their hashes",
+                           first);
+            }
+            while (rc == 0 && v.next_ckp < v.nckp && v.ckps[v.next_ckp].size < first) {
+                v.next_ckp++; /* about archived records only */
+            }
+        }
+        /* checkpoints at the starting size (the empty tree, or the pruned mark) */
+        while (rc == 0 && v.next_ckp < v.nckp &&
+               v.ckps[v.next_ckp].size == audit_frontier_size(&v.fr)) {
             rc = check_root(&v, v.next_ckp);
             v.next_ckp++;
         }

@@ -554,8 +554,8 @@ static void
 test_eio(void **state)
 {
     (void) state;
-    fail_closed((audit__faults){.eio_sync = 50}, false);
-    fail_closed((audit__faults){.eio_write_after = 200000}, false);
+    fail_closed((audit__faults){.eio_sync = 50}, true);
+    fail_closed((audit__faults){.eio_write_after = 200000}, true);
 }
 
 /* ---- torn tails ---- */
@@ -846,6 +846,89 @@ test_bad_requests(void **state)
     rm_rf(dir);
 }
 
+/* ---- retention ---- */
+
+static void
+test_retention(void **state)
+{
+    (void) state;
+    new_log(1 << 20);
+    audit_log *log = open_rw(0);
+    append_n(log, 0, 6000, 100); /* record times are in November 2025 */
+    audit_log_close(log);
+    char arch[300];
+    snprintf(arch, sizeof arch, "%s/../%s-archive", dir, strrchr(dir, '/') + 1);
+    audit_retention_report rep;
+    dbao_err err;
+    dbao_err_clear(&err);
+    int64_t now = audit_now_ns();
+    /* nothing may be pruned before it is archived */
+    assert_int_equal(audit_log_prune(dir, arch, now, now, &rep, &err), 0);
+    assert_int_equal(rep.segments, 0);
+    assert_non_null(strstr(rep.stopped_at, "archive"));
+    assert_int_equal(audit_log_archive(dir, arch, &rep, &err), 0);
+    assert_true(rep.segments >= 1);
+    uint64_t archived = rep.segments;
+    assert_int_equal(audit_log_archive(dir, arch, &rep, &err), 0);
+    assert_int_equal(rep.segments, 0);
+    assert_int_equal(rep.skipped, archived);
+    /* records younger than 180 days stay, whatever --before says */
+    int64_t rec_time = 1764300000000000000LL;
+    assert_int_equal(audit_log_prune(dir, arch, now, rec_time + 86400000000000LL * 100, &rep, &err),
+                     0);
+    assert_int_equal(rep.segments, 0);
+    assert_non_null(strstr(rep.stopped_at, "younger"));
+    /* a writer holding the lock blocks pruning */
+    log = open_rw(0);
+    assert_int_equal(audit_log_prune(dir, arch, now, now, &rep, &err), DBAO_EINVAL);
+    audit_log_close(log);
+    /* an altered archive copy is refused */
+    char p[600];
+    snprintf(p, sizeof p, "%s/seg/0000000000000000.seg", arch);
+    size_t len;
+    uint8_t *b = slurp(p, &len);
+    b[1000] ^= 1;
+    spit(p, b, len);
+    assert_int_equal(audit_log_prune(dir, arch, now, now, &rep, &err), DBAO_EVERIFY);
+    b[1000] ^= 1;
+    spit(p, b, len);
+    free(b);
+    /* now it goes */
+    assert_int_equal(audit_log_prune(dir, arch, now, now, &rep, &err), 0);
+    assert_int_equal(rep.segments, archived);
+    uint64_t kept = rep.first_kept;
+    assert_true(kept > 0 && kept < 6000);
+    assert_int_equal(access(seg_path(0), F_OK), -1);
+    /* the log still opens, serves what it kept, says where the rest went, proves everything */
+    log = open_rw(0);
+    assert_int_equal(audit_log_size(log), 6000);
+    uint8_t rec[AUDIT_RECORD_MAX];
+    assert_int_equal(audit_log_get(log, 0, rec, sizeof rec, &len, &err), DBAO_ERANGE);
+    assert_non_null(strstr(err.msg, "archived"));
+    assert_int_equal(audit_log_get(log, kept, rec, sizeof rec, &len, NULL), 0);
+    assert_int_equal(record_n(rec, len), kept);
+    audit_checkpoint cp;
+    assert_int_equal(audit_log_checkpoint_latest(log, NULL, NULL, &cp, NULL), 0);
+    uint8_t proof[AUDIT_PROOF_MAX * 32], leaf[32];
+    size_t num;
+    uint8_t *a0 = slurp(p, &len);
+    size_t f0 = frame_off(a0, 5);
+    audit_leaf_hash(leaf, a0 + f0 + 12, audit__rd32(a0 + f0)); /* record 5, from the archive */
+    free(a0);
+    assert_int_equal(audit_log_prove_inclusion(log, 5, cp.size, proof, &num, NULL), 0);
+    assert_int_equal(audit_merkle_verify_inclusion(leaf, 5, cp.size, proof, num, cp.root, NULL), 0);
+    append_n(log, 6000, 100, 10);
+    audit_log_close(log);
+    audit_verify_report vr;
+    assert_int_equal(audit_log_verify_dir(dir, &nk, 1, &vr, &err), 0);
+    assert_int_equal(vr.pruned_below, kept);
+    assert_int_equal(vr.records, 6100 - kept);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", arch);
+    assert_int_equal(system(cmd), 0);
+    rm_rf(dir);
+}
+
 static void
 test_crc32c(void **state)
 {
@@ -880,6 +963,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c),
+        cmocka_unit_test(test_retention),
         cmocka_unit_test(test_append_read_prove),
         cmocka_unit_test(test_concurrent_producers),
         cmocka_unit_test(test_bad_requests),
