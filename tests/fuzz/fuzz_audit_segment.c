@@ -11,7 +11,8 @@
  *     expected consecutive index and a valid CRC32C (recomputed here), and the record pointer
  *     is the frame's body; its summary agrees with the frames seen (next index, end offset; a
  *     seal at the end when it says SEALED, with the root it copied; nonzero_end: only zeros
- *     follow it); a callback that stops the scan (positive return) stops it right there;
+ *     follow it within AUDIT__BATCH_BYTES_MAX of the end); a callback that stops the scan
+ *     (positive return) stops it right there;
  *   - audit__seg_resync returns UINT64_MAX or the offset of a frame inside [from, to) that
  *     has a valid CRC and an index >= want;
  *   - audit__ckp_scan returns 0, DBAO_EFORMAT or DBAO_ENOTSUP; every note it reports lies
@@ -137,7 +138,8 @@ scan_segment(const uint8_t *data, size_t size, size_t from, uint64_t first, uint
         assert(sc.end + 4 <= size && audit__rd32(data + sc.end) == 0);
     }
     assert(sc.nonzero_end >= sc.end && sc.nonzero_end <= size);
-    for (size_t i = sc.nonzero_end; i < size; i++) {
+    assert(sc.nonzero_end - sc.end <= AUDIT__BATCH_BYTES_MAX);
+    for (size_t i = sc.nonzero_end; i < size && i - sc.end < AUDIT__BATCH_BYTES_MAX; i++) {
         assert(data[i] == 0);
     }
     if (sc.nonzero_end > sc.end) {

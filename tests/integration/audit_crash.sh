@@ -32,7 +32,8 @@
 # of a clean base log (1 MiB segments, batch_max 4096 so that each request of the CLI is one
 # batch) and appends 12,000 records under one fault: "enospc-after=N" for a sweep of byte
 # budgets, and "eio-sync=K" for K = 1..AUDIT_CRASH_EIO_MAX (the K-th fdatasync of the
-# process fails). For each case that fails (exit 3):
+# process fails: with this input 1..36 reaches every batch, tree-cache level creation,
+# segment roll and the final checkpoint at close). For each case that fails (exit 3):
 #   - the printed indices are consecutive from the base size, and the one stderr line says
 #     how many records were appended, which must equal the number printed;
 #   - `audit verify` passes on the failed log as it is;
@@ -43,10 +44,12 @@
 #     first tries to record an audit.alarm record in the space it keeps in reserve");
 #   - no unacknowledged record of the failed run is in the log (the CLI said "records without
 #     a printed index were not appended").
+# A case that exits 0 must have acknowledged everything, pass verify, and hold no audit.alarm
+# record: a log that failed while closing (the final checkpoint) must not report success.
 # Phase 2 runs every case and reports PASS/FAIL per check; any FAIL makes the exit status 1.
 #
 # Environment: AUDIT_CRASH_ITERS (default 300), AUDIT_CRASH_SEED (default: from the clock,
-# printed), AUDIT_CRASH_CHECK_EVERY (50), AUDIT_CRASH_PHASES ("12"), AUDIT_CRASH_EIO_MAX (16),
+# printed), AUDIT_CRASH_CHECK_EVERY (50), AUDIT_CRASH_PHASES ("12"), AUDIT_CRASH_EIO_MAX (36),
 # AUDIT_CRASH_KEEP=1 keeps the temporary folder. Needs bash, coreutils and awk (mawk or gawk;
 # no python). About 60-80 s on a 2-core machine.
 set -u
@@ -60,7 +63,7 @@ BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 ITERS=${AUDIT_CRASH_ITERS:-300}
 CHECK_EVERY=${AUDIT_CRASH_CHECK_EVERY:-50}
 PHASES=${AUDIT_CRASH_PHASES:-12}
-EIO_MAX=${AUDIT_CRASH_EIO_MAX:-16}
+EIO_MAX=${AUDIT_CRASH_EIO_MAX:-36}
 SEED=${AUDIT_CRASH_SEED:-$(($(date +%s) % 32768))}
 RANDOM=$SEED
 
@@ -396,10 +399,29 @@ p2_case() {
     rc=$?
     nack=$(complete_acks "$T/ack2" | wc -l)
     if [[ $rc -eq 0 ]]; then
+        # Success: everything acknowledged, and the log did not fail on the way out (a failure
+        # in the final checkpoint at close is a failure the exit status must report).
         if [[ $nack -ne $P2_N ]]; then
             p2_fail "$spec" "exit 0 but $nack of $P2_N acknowledged"
+            return
+        fi
+        if ! verify_ok "$L"; then
+            p2_fail "$spec" "exit 0 but verify fails: $VERR"
+            return
+        fi
+        cp "$T/acked2base" "$T/acked2"
+        complete_acks "$T/ack2" | awk '{ print $1, 2, NR - 1 }' >>"$T/acked2"
+        dump_check "$L" "$T/acked2" 1
+        if grep -q '^FAIL' <<<"$CHECK_OUT"; then
+            p2_fail "$spec" "$(grep '^FAIL' <<<"$CHECK_OUT" | head -5 | tr '\n' ';')"
+        elif [[ -n ${CHECK_OUT##*alarms=} ]]; then
+            p2_fail "$spec" "exit 0 with all $nack acknowledged, but the log failed and recorded" \
+"an audit.alarm at index ${CHECK_OUT##*alarms=} (a failure while closing, e.g. the final" \
+"checkpoint, is not reported: no stderr line, exit 0 instead of 3)"
+        elif [[ $(wc -c <"$T/err2") -ne 0 ]]; then
+            p2_fail "$spec" "exit 0 but stderr says: $(cat "$T/err2")"
         else
-            echo "PASS $spec: the fault was not reached before the end (exit 0, all acknowledged)"
+            echo "PASS $spec: the fault was not reached or did no harm (exit 0, all acknowledged)"
             P2_PASS=$((P2_PASS + 1))
         fi
         return
