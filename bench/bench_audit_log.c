@@ -33,7 +33,8 @@
  *
  * Knobs (environment): BENCH_AUDIT_DIR (parent folder of the temporary log; default /tmp, or
  * argv[1]), BENCH_AUDIT_SECONDS (per append configuration, default 1), BENCH_AUDIT_RECORDS,
- * BENCH_AUDIT_THREADS (e.g. "1,2,4,16,64"), BENCH_AUDIT_PARTS (a subset of "abc": appends,
+ * BENCH_AUDIT_THREADS (e.g. "1,2,4,16,64"), BENCH_AUDIT_ASYNC (P/W pairs, default
+ * "1/256,4/256,1/4096,4/4096"; empty for none), BENCH_AUDIT_PARTS (a subset of "abc": appends,
  * proofs, verification; default all), BENCH_AUDIT_KEEP=1 (keep the folder). About 30-40 s with
  * the defaults. Output: one line per figure; --json adds one JSON object per figure:
  *   {"bench":"audit_log","figure":"append_sync","config":"P=4","value":...,"unit":"records/s"}
@@ -986,6 +987,7 @@ main(int argc, char **argv)
     const char *parent = getenv("BENCH_AUDIT_DIR");
     const char *e;
     char threads_list[128] = "1,2,4,16,64";
+    char async_list[128] = "1/256,4/256,1/4096,4/4096";
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
@@ -1002,6 +1004,9 @@ main(int argc, char **argv)
     }
     if ((e = getenv("BENCH_AUDIT_THREADS")) != NULL && *e != '\0') {
         snprintf(threads_list, sizeof(threads_list), "%s", e);
+    }
+    if ((e = getenv("BENCH_AUDIT_ASYNC")) != NULL) {
+        snprintf(async_list, sizeof(async_list), "%s", e);
     }
     if ((e = getenv("BENCH_AUDIT_PARTS")) != NULL && *e != '\0') {
         opt_parts = e;
@@ -1028,10 +1033,15 @@ main(int argc, char **argv)
                 run_appends(p, 0);
             }
         }
-        run_appends(1, 256);
-        run_appends(4, 256);
-        run_appends(1, 4096);
-        run_appends(4, 4096);
+        save = NULL;
+        for (char *t = strtok_r(async_list, ",", &save); t != NULL;
+             t = strtok_r(NULL, ",", &save)) {
+            unsigned p = 0, w = 0;
+
+            if (sscanf(t, "%u/%u", &p, &w) == 2 && p >= 1 && p <= 1024 && w >= 1 && w <= 65536) {
+                run_appends(p, w);
+            }
+        }
     }
     if (strchr(opt_parts, 'b') != NULL || strchr(opt_parts, 'c') != NULL) {
         char path[4200];

@@ -401,11 +401,16 @@ audit_append(int argc, char **argv)
     append_state st = {.outstanding = 0};
     pthread_mutex_init(&st.mu, NULL);
     pthread_cond_init(&st.cv, NULL);
+    /* requests fit a quarter of a segment (a request never spans segments) */
+    size_t req_bytes_max = (size_t) 4 << 20;
+    if (cfg.segment_bytes / 4 < req_bytes_max) {
+        req_bytes_max = (size_t) (cfg.segment_bytes / 4);
+    }
     size_t i = 0, off = 0;
     int submit_rc = 0;
     while (i < n) {
         size_t k = 0, b = 0;
-        while (i + k < n && k < APPEND_REQ_MAX && b + lens[i + k] < ((size_t) 4 << 20)) {
+        while (i + k < n && k < APPEND_REQ_MAX && b + lens[i + k] + 16 * (k + 1) < req_bytes_max) {
             b += lens[i + k];
             k++;
         }
@@ -449,8 +454,7 @@ audit_append(int argc, char **argv)
         pthread_cond_wait(&st.cv, &st.mu);
     }
     pthread_mutex_unlock(&st.mu);
-    int failed = audit_log_failed(log);
-    audit_log_close(log);
+    int failed = audit_log_close(log); /* also reports a final checkpoint that failed */
     gm_sm2_key_free(key);
     dbao_free(holder);
     int first = st.first_error ? st.first_error : submit_rc;

@@ -411,8 +411,9 @@ int audit_log_open(audit_log **out, const char *dir, const audit_log_open_opts *
                    dbao_err *err);
 
 /* audit_log_close stops accepting requests, completes those queued, cuts a final checkpoint
- * if records were appended since the last one, and frees the log. NULL is a no-op. */
-void audit_log_close(audit_log *log);
+ * if records were appended since the last one, and frees the log. Returns 0, or the error
+ * that failed the log (also when the final checkpoint failed just now). NULL is a no-op. */
+int audit_log_close(audit_log *log);
 
 /* ---- appending ---- */
 

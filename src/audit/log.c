@@ -125,6 +125,8 @@ struct audit_log {
     /* writer state */
     uint8_t *wbuf;
     size_t wcap;
+    uint64_t *spbuf; /* sparse offsets of the batch being written */
+    size_t spcap;
 
     /* failure */
     _Atomic int failed;
@@ -663,6 +665,7 @@ tree_open_level(audit_log *log, unsigned level, bool create, dbao_err *err)
             }
             if (rc != 0) {
                 close(fd);
+                unlink(p); /* never leave a level file without its header */
                 return errno_err(err, rc, "cannot write", p);
             }
         }
@@ -1317,11 +1320,26 @@ write_batch(audit_log *log, audit_log_req *list)
         }
         uint64_t index = s->first + s->count;
         uint64_t first = index;
-        size_t o = 0;
+        size_t o = 0, nsp = 0;
         uint64_t nrec = 0;
+        size_t spneed = wlen / AUDIT__FRAME_OVERHEAD / SPARSE + 2;
+        if (spneed > log->spcap) {
+            uint64_t *np = realloc(log->spbuf, spneed * 2 * sizeof *np);
+            if (np == NULL) {
+                log_fail(log, DBAO_ENOMEM, "out of memory for a batch");
+                fail_all(log, list, DBAO_ENOMEM);
+                fail_all(log, rest, DBAO_ENOMEM);
+                return DBAO_ENOMEM;
+            }
+            log->spbuf = np;
+            log->spcap = spneed * 2;
+        }
         for (r = list; r != NULL; r = r->next_) {
             const uint8_t *d = r->data;
             for (size_t i = 0; i < r->num; i++) {
+                if (((index - s->first) & (SPARSE - 1)) == 0) {
+                    log->spbuf[nsp++] = s->end + o;
+                }
                 o += audit__frame_put(log->wbuf + o, index++, d, r->lens[i]);
                 d += r->lens[i];
             }
@@ -1364,10 +1382,18 @@ write_batch(audit_log *log, audit_log_req *list)
             rc = tree_flush(log, &err);
         }
         pthread_rwlock_wrlock(&log->segs_mu);
-        uint64_t fo = s->end;
-        for (uint64_t i = 0; i < nrec && rc == 0; i++) {
-            rc = seg_sparse_add(s, first + i, fo);
-            fo += AUDIT__FRAME_OVERHEAD + audit__rd32(log->wbuf + (fo - s->end));
+        for (size_t i = 0; i < nsp && rc == 0; i++) {
+            if (s->nsparse == s->sparse_cap) {
+                size_t ncap = s->sparse_cap ? s->sparse_cap * 2 : 256;
+                uint64_t *np = realloc(s->sparse, ncap * sizeof *np);
+                if (np == NULL) {
+                    rc = DBAO_ENOMEM;
+                    break;
+                }
+                s->sparse = np;
+                s->sparse_cap = ncap;
+            }
+            s->sparse[s->nsparse++] = log->spbuf[i];
         }
         s->end += wlen;
         s->count += nrec;
@@ -2002,7 +2028,9 @@ recover_tree(audit_log *log, dbao_err *err)
     for (unsigned l = 0; l < TREE_LEVELS; l++) {
         dbao_err e2;
         int rc = tree_open_level(log, l, false, &e2);
-        if (rc == DBAO_EFORMAT && !log->rdonly) {
+        if (rc == DBAO_EFORMAT && log->rdonly) {
+            rc = 0; /* a reader serves that level from lower ones (or the records) */
+        } else if (rc == DBAO_EFORMAT) {
             /* an unreadable cache file: remove it, it is rebuilt below */
             char p[PATH_MAX_LEN];
             snprintf(p, sizeof p, "%s/tree/L%02u", log->dir, l);
@@ -2163,6 +2191,7 @@ log_free(audit_log *log)
     }
     dbao_free(log->ckp_note);
     free(log->wbuf);
+    free(log->spbuf);
     free(log->signers);
     free(log->trusted);
     dbao_free(log->cfg_holder);
@@ -2281,11 +2310,11 @@ audit_log_open(audit_log **out, const char *dir, const audit_log_open_opts *opts
     return 0;
 }
 
-void
+int
 audit_log_close(audit_log *log)
 {
     if (log == NULL) {
-        return;
+        return 0;
     }
     if (log->writer_started) {
         pthread_mutex_lock(&log->q_mu);
@@ -2301,7 +2330,9 @@ audit_log_close(audit_log *log)
             }
         }
     }
+    int rc = atomic_load(&log->failed);
     log_free(log);
+    return rc;
 }
 
 void
