@@ -16,6 +16,7 @@ static const char usage_text[] =
     "commands:\n"
     "  gm        national cryptography: SM2 keys, signatures and encryption, SM3, SM4\n"
     "  audit     the tamper-evident audit log: init, append, verify, prove, export\n"
+    "  auditd    the audit log service (HTTP API; TLS, mTLS or tokens)\n"
 
     "\n"
     "options:\n"
@@ -46,6 +47,9 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "audit") == 0) {
         return cmd_audit(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "auditd") == 0) {
+        return cmd_auditd(argc - 1, argv + 1);
     }
 
     return cli_usage_error("dengbao <command> [options]; see dengbao --help",

@@ -749,6 +749,44 @@ test_parser_direct(void **state)
     net__parser_cleanup(&ps);
 }
 
+/* Every allocation of the parser fails in turn: the parser answers 500 (or succeeds when the
+ * failed allocation was retried elsewhere), never crashes, never leaks (ASan). */
+static void
+test_parser_alloc_failures(void **state)
+{
+    (void) state;
+    net__limits lim = {.header_max = 16384, .headers_num_max = 100, .body_max = 1 << 20};
+    const char in[] = "POST /a?x=1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                      "X-1: a\r\nX-2: b\r\nX-3: c\r\nX-4: d\r\nX-5: e\r\nX-6: f\r\n"
+                      "X-7: g\r\nX-8: h\r\nX-9: i\r\nX-10: j\r\nX-11: k\r\nX-12: l\r\n"
+                      "X-13: m\r\nX-14: n\r\nX-15: o\r\nX-16: p\r\nX-17: q\r\n\r\n"
+                      "40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n"
+                      "40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n"
+                      "0\r\n\r\n";
+    int failures = 0;
+    for (long n = 0; n < 40; n++) {
+        net__parser ps;
+        net__parser_init(&ps, &lim);
+        size_t used;
+        dbao_alloc_fail_after(n, false);
+        int r = net__parser_feed(&ps, in, sizeof in - 1, &used);
+        dbao_alloc_fail_after(-1, false);
+        if (r == NET__PARSE_ERROR) {
+            assert_int_equal(ps.error_status, 500);
+            failures++;
+        } else {
+            assert_int_equal(r, NET__PARSE_MESSAGE);
+            net_request *m = net__parser_take(&ps);
+            size_t bl;
+            net_request_body(m, &bl);
+            assert_int_equal(bl, 128);
+            net__request_free(m);
+        }
+        net__parser_cleanup(&ps);
+    }
+    assert_true(failures >= 4); /* the request, head, header table, body (and regrowths) */
+}
+
 static void
 test_query_get(void **state)
 {
@@ -948,6 +986,7 @@ main(void)
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_parser_direct),
+        cmocka_unit_test(test_parser_alloc_failures),
         cmocka_unit_test(test_query_get),
     };
     const struct CMUnitTest tls_tests[] = {
