@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,6 +45,9 @@ static const char audit_usage[] =
     "  prove --dir D --from A --to B               consistency proof (JSON)\n"
     "  verify-proof --pub PUB.pem --checkpoint F --record F --proof F\n"
     "  verify-proof --pub PUB.pem --checkpoint F --old-checkpoint F --proof F\n"
+    "  export --dir D --to nats://HOST:PORT/STREAM | http://HOST:PORT [--follow]\n"
+    "                                              checkpointed records to NATS JetStream or\n"
+    "                                              ClickHouse, at least once, resumable\n"
     "  archive --dir D --to PATH                   copy sealed segments to an archive\n"
     "  prune --dir D --archive PATH [--before YYYY-MM-DD]\n"
     "                                              remove archived segments older than the\n"
@@ -57,7 +61,7 @@ static const char audit_usage[] =
 
 typedef struct opts {
     const char *dir, *key, *origin, *pub, *checkpoint, *old_checkpoint, *record, *proof;
-    const char *index, *size, *from, *to, *count, *archive, *before;
+    const char *index, *size, *from, *to, *count, *archive, *before, *batch;
 } opts;
 
 static int
@@ -95,6 +99,7 @@ parse_opts(int argc, char **argv, opts *o, const char *const *allowed)
                             : strcmp(a, "--count") == 0          ? &o->count
                             : strcmp(a, "--archive") == 0        ? &o->archive
                             : strcmp(a, "--before") == 0         ? &o->before
+                            : strcmp(a, "--batch") == 0          ? &o->batch
                             : strcmp(a, "--to") == 0             ? &o->to
                                                                  : &o->to;
         if (*slot != NULL) {
@@ -956,6 +961,84 @@ audit_prune(int argc, char **argv)
     return CLI_OK;
 }
 
+static volatile int export_stop;
+
+static void
+on_export_signal(int sig)
+{
+    (void) sig;
+    export_stop = 1;
+}
+
+int
+cmd_audit_export(int argc, char **argv)
+{
+    bool follow = false;
+    char **args = calloc((size_t) argc + 1, sizeof *args);
+    int n = 0;
+    if (args == NULL) {
+        return cli_error(DBAO_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--follow") == 0) {
+            follow = true;
+        } else {
+            args[n++] = argv[i];
+        }
+    }
+    static const char *const allowed[] = {"--dir", "--to", "--batch", NULL};
+    opts o;
+    int rc = parse_opts(n, args, &o, allowed);
+    free(args);
+    if (rc != 0) {
+        return rc < 0 ? CLI_OK : rc;
+    }
+    static const char u[] = "dengbao audit export --dir D --to nats://HOST:PORT/STREAM | "
+                            "http://HOST:PORT [--follow] [--batch N]";
+    if (o.dir == NULL || o.to == NULL) {
+        return cli_usage_error(u, "--dir and --to are required");
+    }
+    uint64_t batch = 1000;
+    if (o.batch != NULL &&
+        ((rc = parse_index(o.batch, "--batch", &batch)) != 0 || batch == 0 || batch > 100000)) {
+        return rc ? rc : cli_usage_error(u, "--batch must be 1..100000");
+    }
+    dbao_err err;
+    dbao_err_clear(&err);
+    audit_export_opts eo = {
+        .url = o.to, .follow = follow, .stop = &export_stop, .batch = (uint32_t) batch};
+    if (strncmp(o.to, "nats://", 7) != 0 && strncmp(o.to, "http://", 7) != 0) {
+        return cli_usage_error(u, "unsupported target '%s'", o.to);
+    }
+    audit_log *log = NULL;
+    gm_sm2_key *key = NULL;
+    char *holder = NULL;
+    rc = open_ro(&log, &key, &holder, o.dir, &err);
+    if (rc != 0) {
+        return cli_report(rc, &err);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_export_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    audit_export_stats st;
+    rc = audit_export_run(log, &eo, &st, &err);
+    close_ro(log, key, holder);
+    fprintf(stderr,
+            "dengbao: export to %s: resumed at %" PRIu64 ", exported %" PRIu64
+            ", next index %" PRIu64 "\n",
+            o.to, st.start_index, st.exported, st.next_index);
+    if (rc == DBAO_EINVAL) {
+        return cli_usage_error(u, "%s", err.msg);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "dengbao: %s\n", err.msg);
+        return rc == DBAO_EVERIFY ? CLI_FAIL : CLI_INTERNAL;
+    }
+    return CLI_OK;
+}
+
 int
 cmd_audit(int argc, char **argv)
 {
@@ -981,6 +1064,9 @@ cmd_audit(int argc, char **argv)
     }
     if (strcmp(c, "prove") == 0) {
         return audit_prove(argc - 1, argv + 1);
+    }
+    if (strcmp(c, "export") == 0) {
+        return cmd_audit_export(argc - 1, argv + 1);
     }
     if (strcmp(c, "archive") == 0) {
         return audit_archive(argc - 1, argv + 1);

@@ -225,6 +225,9 @@ int audit__ckp_scan(const uint8_t *buf, size_t len, audit__note_fn fn, void *arg
 int audit__pruned_read(const char *dir, uint64_t *first, char *archive, size_t archive_cap,
                        dbao_err *err);
 
+/* audit__log_dir returns the directory the log was opened from. */
+const char *audit__log_dir(const audit_log *log);
+
 /* audit__log_abandon (tests): stops the writer at once without completing queued requests
  * (they never complete), without a final checkpoint, and frees the log as a crashed process
  * would leave it. */

@@ -1685,6 +1685,12 @@ audit_log_get_stats(const audit_log *clog, audit_log_stats *st)
 }
 
 const char *
+audit__log_dir(const audit_log *log)
+{
+    return log->dir;
+}
+
+const char *
 audit_log_recovery_note(const audit_log *log)
 {
     return log->recovery[0] ? log->recovery : NULL;

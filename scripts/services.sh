@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# services.sh: starts and stops the real services the tests talk to (../shared/SERVICES.md),
+# each bound to 127.0.0.1 on a port the caller chooses (or a free one), with its state in a
+# directory the caller owns, stopped by the PID recorded there and reaped.
+#
+#   scripts/services.sh start nats DIR [PORT]          NATS with JetStream; prints the port
+#   scripts/services.sh start clickhouse DIR [PORT]    ClickHouse HTTP; prints the HTTP port
+#   scripts/services.sh stop DIR                       stops everything started in DIR
+#   scripts/services.sh freeport                       prints a free TCP port on 127.0.0.1
+#
+# Exit 0 when the service answers its health check, 1 with a message otherwise (the service's
+# own log is printed). Safe for tests running in parallel: ports are probed, not assumed.
+set -uo pipefail
+
+die() {
+  echo "services.sh: $*" >&2
+  exit 1
+}
+
+freeport() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+wait_ready() { # wait_ready NAME PIDFILE LOG CMD...
+  local name=$1 pidfile=$2 log=$3
+  shift 3
+  for _ in $(seq 1 150); do
+    if "$@" >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      echo "services.sh: $name exited during start-up; its log:" >&2
+      tail -20 "$log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "services.sh: $name not ready after 15 s; its log:" >&2
+  tail -20 "$log" >&2
+  return 1
+}
+
+start_nats() {
+  local dir=$1 port=${2:-$(freeport)} mon
+  mon=$(freeport)
+  command -v nats-server >/dev/null || die "nats-server is not installed (scripts/deps.sh)"
+  mkdir -p "$dir/nats/js"
+  printf 'listen: 127.0.0.1:%s\nhttp: 127.0.0.1:%s\njetstream { store_dir: "%s/nats/js" }\n' \
+    "$port" "$mon" "$dir" >"$dir/nats/nats.conf"
+  nats-server -c "$dir/nats/nats.conf" >"$dir/nats/log" 2>&1 &
+  echo $! >"$dir/nats/pid"
+  echo "$mon" >"$dir/nats/monitor_port"
+  echo "$port" >"$dir/nats/port"
+  wait_ready nats "$dir/nats/pid" "$dir/nats/log" \
+    curl -sf "http://127.0.0.1:$mon/healthz?js-enabled-only=true" || return 1
+  echo "$port"
+}
+
+start_clickhouse() {
+  local dir=$1 port=${2:-$(freeport)} tcp inter
+  tcp=$(freeport)
+  inter=$(freeport)
+  command -v clickhouse-server >/dev/null || die "clickhouse-server is not installed (scripts/deps.sh)"
+  local d="$dir/clickhouse"
+  mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/log"
+  # ClickHouse 18.16 (Debian): its own small config; nothing on default ports or paths.
+  cat >"$d/config.xml" <<EOF
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$d/log/server.log</log><errorlog>$d/log/error.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>$port</http_port>
+  <tcp_port>$tcp</tcp_port>
+  <interserver_http_port>$inter</interserver_http_port>
+  <path>$d/data/</path>
+  <tmp_path>$d/tmp/</tmp_path>
+  <user_files_path>$d/user_files/</user_files_path>
+  <format_schema_path>$d/format_schemas/</format_schema_path>
+  <users_config>$d/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+  <mark_cache_size>67108864</mark_cache_size>
+  <uncompressed_cache_size>67108864</uncompressed_cache_size>
+  <max_concurrent_queries>20</max_concurrent_queries>
+</yandex>
+EOF
+  cat >"$d/users.xml" <<'EOF'
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>1000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks>
+    <profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
+  </interval></default></quotas>
+</yandex>
+EOF
+  clickhouse-server --config-file="$d/config.xml" >"$d/log/stdout" 2>&1 &
+  echo $! >"$d/pid"
+  echo "$port" >"$d/port"
+  wait_ready clickhouse "$d/pid" "$d/log/stdout" \
+    curl -sf "http://127.0.0.1:$port/?query=SELECT%201" || {
+    tail -20 "$d/log/error.log" >&2 2>/dev/null
+    return 1
+  }
+  echo "$port"
+}
+
+stop_dir() {
+  local dir=$1 f pid
+  for f in "$dir"/nats/pid "$dir"/clickhouse/pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null
+      for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    rm -f "$f"
+  done
+  return 0
+}
+
+case "${1:-}" in
+start)
+  [ $# -ge 3 ] || die "usage: services.sh start nats|clickhouse DIR [PORT]"
+  mkdir -p "$3" || die "cannot create $3"
+  case "$2" in
+  nats) start_nats "$3" "${4:-}" ;;
+  clickhouse) start_clickhouse "$3" "${4:-}" ;;
+  *) die "unknown service '$2' (nats, clickhouse)" ;;
+  esac
+  ;;
+stop)
+  [ $# -ge 2 ] || die "usage: services.sh stop DIR"
+  stop_dir "$2"
+  ;;
+freeport) freeport ;;
+*) die "usage: services.sh start nats|clickhouse DIR [PORT] | stop DIR | freeport" ;;
+esac
