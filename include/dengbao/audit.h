@@ -1,7 +1,8 @@
 /* audit.h: the tamper-evident audit trail (GB/T 22239-2019 8.1.3.5 / 8.1.4.3 安全审计).
  *
- * This header is the manual of the audit component. Today it holds the pure-computation core
- * that the storage layer and auditd stand on:
+ * This header is the manual of the audit component: the pure-computation core below, and the
+ * log built on it (storage, group commit, recovery, verification, retention, export; section
+ * "the log"). The service in front of it is `dengbao auditd` (cmd/dengbao/cmd_auditd.c).
  *
  *   records      audit_record: one decision about a person's access or data. JSON in and out
  *                (the API and CLI face), and the canonical byte encoding of docs/audit-format.md
