@@ -63,6 +63,16 @@ int cli_load_key(gm_sm2_key **out, const char *pem_path, const char *hex, bool n
 int cli_audit_keys_load(const char *dir, bool need_priv, const char *pub_override, gm_sm2_key **key,
                         audit_log_config *cfg, char **holder, dbao_err *err);
 
+/* The earlier signers' public keys a log trusts after key rotation (log.conf trusted_pub). */
+typedef struct cli_audit_trust {
+    gm_sm2_key *keys[AUDIT_LOG_TRUSTED_MAX];
+    audit_note_key nk[AUDIT_LOG_TRUSTED_MAX]; /* name = the origin */
+    size_t n;
+} cli_audit_trust;
+int cli_audit_trust_load(cli_audit_trust *t, const char *dir, const audit_log_config *cfg,
+                         dbao_err *err);
+void cli_audit_trust_free(cli_audit_trust *t);
+
 /* Subcommands. */
 int cmd_audit(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv); /* argv[0] is "export" */

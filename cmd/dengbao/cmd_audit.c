@@ -38,7 +38,7 @@ static const char audit_usage[] =
     "                                              absent; default D/signer.key)\n"
     "  append --dir D                              NDJSON records on stdin; prints <index> per\n"
     "                                              record once it is durable\n"
-    "  verify --dir D [--pub PUB.pem]              check everything; exit 1 on tampering\n"
+    "  verify --dir D [--pub PUB.pem[,OLD.pem]]    check everything; exit 1 on tampering\n"
     "  checkpoint --dir D                          the latest signed checkpoint\n"
     "  get --dir D --index N [--count K]           records as JSON, one per line\n"
     "  prove --dir D --index N [--size S]          inclusion proof (JSON)\n"
@@ -48,6 +48,8 @@ static const char audit_usage[] =
     "  export --dir D --to nats://HOST:PORT/STREAM | http://HOST:PORT [--follow]\n"
     "                                              checkpointed records to NATS JetStream or\n"
     "                                              ClickHouse, at least once, resumable\n"
+    "  rotate-key --dir D [--key NEW.pem]          sign from now on with a new SM2 key; the old\n"
+    "                                              public key stays trusted for old checkpoints\n"
     "  archive --dir D --to PATH                   copy sealed segments to an archive\n"
     "  prune --dir D --archive PATH [--before YYYY-MM-DD]\n"
     "                                              remove archived segments older than the\n"
@@ -161,6 +163,35 @@ cli_audit_keys_load(const char *dir, bool need_priv, const char *pub_override, g
         *holder = NULL;
     }
     return rc;
+}
+
+int
+cli_audit_trust_load(cli_audit_trust *t, const char *dir, const audit_log_config *cfg,
+                     dbao_err *err)
+{
+    memset(t, 0, sizeof *t);
+    for (size_t i = 0; i < cfg->num_trusted_pubs; i++) {
+        char p[PATH_MAX];
+        join(p, sizeof p, dir, cfg->trusted_pubs[i]);
+        int rc = cli_load_key(&t->keys[i], p, NULL, false, err);
+        if (rc != 0) {
+            cli_audit_trust_free(t);
+            return rc;
+        }
+        t->nk[i].name = cfg->origin;
+        t->nk[i].key = t->keys[i];
+        t->n++;
+    }
+    return 0;
+}
+
+void
+cli_audit_trust_free(cli_audit_trust *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        gm_sm2_key_free(t->keys[i]);
+    }
+    memset(t, 0, sizeof *t);
 }
 
 static int
@@ -390,11 +421,21 @@ audit_append(int argc, char **argv)
         goto out;
     }
     audit_note_key nk = {.name = cfg.origin, .key = key};
-    audit_log_open_opts oo = {.signers = &nk, .num_signers = 1};
+    cli_audit_trust trust;
+    rc = cli_audit_trust_load(&trust, o.dir, &cfg, &err);
+    if (rc != 0) {
+        gm_sm2_key_free(key);
+        dbao_free(holder);
+        rc = cli_report(rc, &err);
+        goto out;
+    }
+    audit_log_open_opts oo = {
+        .signers = &nk, .num_signers = 1, .trusted = trust.nk, .num_trusted = trust.n};
     audit_log *log = NULL;
     rc = audit_log_open(&log, o.dir, &oo, &err);
     if (rc != 0) {
         gm_sm2_key_free(key);
+        cli_audit_trust_free(&trust);
         dbao_free(holder);
         rc = cli_report(rc, &err);
         goto out;
@@ -461,6 +502,7 @@ audit_append(int argc, char **argv)
     pthread_mutex_unlock(&st.mu);
     int failed = audit_log_close(log); /* also reports a final checkpoint that failed */
     gm_sm2_key_free(key);
+    cli_audit_trust_free(&trust);
     dbao_free(holder);
     int first = st.first_error ? st.first_error : submit_rc;
     if (first == 0 && failed != 0) {
@@ -497,21 +539,55 @@ audit_verify(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     }
     if (o.dir == NULL) {
-        return cli_usage_error("dengbao audit verify --dir D [--pub PUB.pem]", "--dir is required");
+        return cli_usage_error("dengbao audit verify --dir D [--pub PUB.pem[,OLD.pem...]]",
+                               "--dir is required");
     }
     dbao_err err;
     dbao_err_clear(&err);
-    gm_sm2_key *key = NULL;
     audit_log_config cfg;
     char *holder = NULL;
-    rc = cli_audit_keys_load(o.dir, false, o.pub, &key, &cfg, &holder, &err);
+    rc = audit_log_read_config(o.dir, &cfg, &holder, &err);
     if (rc != 0) {
         return cli_report(rc, &err);
     }
-    audit_note_key nk = {.name = cfg.origin, .key = key};
+    /* Trusted keys: those given with --pub (comma-separated: every key the log was signed with
+     * since its creation, obtained independently), else the log's own pub and trusted_pub. */
+    gm_sm2_key *keys[AUDIT_LOG_TRUSTED_MAX + 1] = {0};
+    audit_note_key nks[AUDIT_LOG_TRUSTED_MAX + 1];
+    size_t nk = 0;
+    char list[PATH_MAX * 2];
+    if (o.pub != NULL) {
+        snprintf(list, sizeof list, "%s", o.pub);
+    } else {
+        char p[PATH_MAX];
+        join(p, sizeof p, o.dir, cfg.pub_path);
+        size_t l = (size_t) snprintf(list, sizeof list, "%s", p);
+        for (size_t i = 0; i < cfg.num_trusted_pubs && l < sizeof list; i++) {
+            join(p, sizeof p, o.dir, cfg.trusted_pubs[i]);
+            l += (size_t) snprintf(list + l, sizeof list - l, ",%s", p);
+        }
+    }
+    char *save = NULL;
+    for (char *t = strtok_r(list, ",", &save); t != NULL && rc == 0;
+         t = strtok_r(NULL, ",", &save)) {
+        if (nk > AUDIT_LOG_TRUSTED_MAX) {
+            rc = dbao_err_set(&err, DBAO_ERANGE, "too many public keys");
+            break;
+        }
+        rc = cli_load_key(&keys[nk], t, NULL, false, &err);
+        if (rc == 0) {
+            nks[nk].name = cfg.origin;
+            nks[nk].key = keys[nk];
+            nk++;
+        }
+    }
     audit_verify_report rep;
-    rc = audit_log_verify_dir(o.dir, &nk, 1, &rep, &err);
-    gm_sm2_key_free(key);
+    if (rc == 0) {
+        rc = audit_log_verify_dir(o.dir, nks, nk, &rep, &err);
+    }
+    for (size_t i = 0; i < nk; i++) {
+        gm_sm2_key_free(keys[i]);
+    }
     dbao_free(holder);
     if (rc == DBAO_EVERIFY) {
         if (rep.bad_index != UINT64_MAX) {
@@ -519,14 +595,12 @@ audit_verify(int argc, char **argv)
                     "dengbao: audit log damaged: first bad index %" PRIu64
                     " in %s at offset %" PRIu64 ": %s\n",
                     rep.bad_index, rep.bad_file, rep.bad_offset, rep.what);
+            printf("FAILED index=%" PRIu64 " file=%s offset=%" PRIu64 "\n", rep.bad_index,
+                   rep.bad_file, rep.bad_offset);
         } else {
             fprintf(stderr, "dengbao: audit log damaged in %s at offset %" PRIu64 ": %s\n",
                     rep.bad_file, rep.bad_offset, rep.what);
-        }
-        printf("FAILED index=%s file=%s offset=%" PRIu64 "\n",
-               rep.bad_index == UINT64_MAX ? "-" : "", rep.bad_file, rep.bad_offset);
-        if (rep.bad_index != UINT64_MAX) {
-            printf("first_bad_index=%" PRIu64 "\n", rep.bad_index);
+            printf("FAILED file=%s offset=%" PRIu64 "\n", rep.bad_file, rep.bad_offset);
         }
         return CLI_FAIL;
     }
@@ -961,6 +1035,128 @@ audit_prune(int argc, char **argv)
     return CLI_OK;
 }
 
+static int
+audit_rotate_key(int argc, char **argv)
+{
+    static const char *const allowed[] = {"--dir", "--key", NULL};
+    opts o;
+    int rc = parse_opts(argc, argv, &o, allowed);
+    if (rc != 0) {
+        return rc < 0 ? CLI_OK : rc;
+    }
+    static const char u[] = "dengbao audit rotate-key --dir D [--key NEW.pem]";
+    if (o.dir == NULL) {
+        return cli_usage_error(u, "--dir is required");
+    }
+    dbao_err err;
+    dbao_err_clear(&err);
+    audit_log_config cfg;
+    char *holder = NULL;
+    rc = audit_log_read_config(o.dir, &cfg, &holder, &err);
+    if (rc != 0) {
+        return cli_report(rc, &err);
+    }
+    if (cfg.num_trusted_pubs >= AUDIT_LOG_TRUSTED_MAX) {
+        dbao_free(holder);
+        return cli_error(DBAO_ERANGE, "log.conf already trusts %d earlier keys",
+                         AUDIT_LOG_TRUSTED_MAX);
+    }
+    /* 1. the new key (generated unless given), written under names that include its key ID */
+    gm_sm2_key *nkey = NULL;
+    char kp[PATH_MAX], pp[PATH_MAX], oldpub[PATH_MAX], kname[64], pname[64], oname[64];
+    uint32_t id = 0;
+    if (o.key != NULL) {
+        rc = cli_load_key(&nkey, o.key, NULL, true, &err);
+    } else {
+        rc = gm_sm2_key_generate(&nkey, &err);
+    }
+    if (rc == 0) {
+        audit_note_key nk = {.name = cfg.origin, .key = nkey};
+        rc = audit_note_key_id(&id, &nk, &err);
+    }
+    if (rc == 0) {
+        snprintf(kname, sizeof kname, "signer-%08x.key", id);
+        snprintf(pname, sizeof pname, "signer-%08x.pub.pem", id);
+        join(kp, sizeof kp, o.dir, kname);
+        join(pp, sizeof pp, o.dir, pname);
+        char *pem = NULL;
+        size_t len = 0;
+        rc = gm_sm2_key_to_pem(nkey, &pem, &len, true, &err);
+        if (rc == 0) {
+            rc = dbao_file_write(kp, pem, len, 0600, &err);
+            dbao_free_secret(pem, len);
+        }
+        if (rc == 0) {
+            rc = gm_sm2_key_to_pem(nkey, &pem, &len, false, &err);
+        }
+        if (rc == 0) {
+            rc = dbao_file_write(pp, pem, len, 0644, &err);
+            dbao_free_secret(pem, len);
+        }
+    }
+    /* 2. keep the old public key under its own name, trusted from now on */
+    gm_sm2_key *old = NULL;
+    if (rc == 0) {
+        join(oldpub, sizeof oldpub, o.dir, cfg.pub_path);
+        rc = cli_load_key(&old, oldpub, NULL, false, &err);
+    }
+    if (rc == 0) {
+        audit_note_key onk = {.name = cfg.origin, .key = old};
+        uint32_t oid = 0;
+        rc = audit_note_key_id(&oid, &onk, &err);
+        snprintf(oname, sizeof oname, "signer-%08x.pub.pem", oid);
+        char *pem = NULL;
+        size_t len = 0;
+        char op[PATH_MAX];
+        join(op, sizeof op, o.dir, oname);
+        if (rc == 0 && access(op, F_OK) != 0) {
+            rc = gm_sm2_key_to_pem(old, &pem, &len, false, &err);
+            if (rc == 0) {
+                rc = dbao_file_write(op, pem, len, 0644, &err);
+                dbao_free_secret(pem, len);
+            }
+        }
+    }
+    /* 3. log.conf names the new key and trusts the old one (atomic replace) */
+    if (rc == 0) {
+        cfg.key_path = kname;
+        cfg.pub_path = pname;
+        cfg.trusted_pubs[cfg.num_trusted_pubs++] = oname;
+        rc = audit_log_write_config(o.dir, &cfg, &err);
+    }
+    gm_sm2_key_free(old);
+    dbao_free(holder);
+    /* 4. open with the new key: the head is signed again by it at once */
+    if (rc == 0) {
+        gm_sm2_key *key = NULL;
+        cli_audit_trust trust;
+        rc = cli_audit_keys_load(o.dir, true, NULL, &key, &cfg, &holder, &err);
+        if (rc == 0) {
+            rc = cli_audit_trust_load(&trust, o.dir, &cfg, &err);
+            if (rc == 0) {
+                audit_note_key nk = {.name = cfg.origin, .key = key};
+                audit_log_open_opts oo = {
+                    .signers = &nk, .num_signers = 1, .trusted = trust.nk, .num_trusted = trust.n};
+                audit_log *log = NULL;
+                rc = audit_log_open(&log, o.dir, &oo, &err);
+                if (rc == 0) {
+                    rc = audit_log_close(log);
+                }
+                cli_audit_trust_free(&trust);
+            }
+            gm_sm2_key_free(key);
+            dbao_free(holder);
+        }
+    }
+    gm_sm2_key_free(nkey);
+    if (rc != 0) {
+        return cli_report(rc, &err);
+    }
+    printf("rotated: new signing key %s (key ID %08x); the old public key %s stays trusted\n", kp,
+           id, oname);
+    return CLI_OK;
+}
+
 static volatile int export_stop;
 
 static void
@@ -1067,6 +1263,9 @@ cmd_audit(int argc, char **argv)
     }
     if (strcmp(c, "export") == 0) {
         return cmd_audit_export(argc - 1, argv + 1);
+    }
+    if (strcmp(c, "rotate-key") == 0) {
+        return audit_rotate_key(argc - 1, argv + 1);
     }
     if (strcmp(c, "archive") == 0) {
         return audit_archive(argc - 1, argv + 1);

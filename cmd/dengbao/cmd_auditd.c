@@ -1153,6 +1153,7 @@ cmd_auditd(int argc, char **argv)
     dbao_err err;
     dbao_err_clear(&err);
     gm_sm2_key *key = NULL;
+    cli_audit_trust trust = {0}; /* earlier signers' keys (rotation), for recovery */
     char *holder = NULL;
     net_server *srv = NULL;
     int rc = load_auth(&d, auth, &err);
@@ -1167,7 +1168,17 @@ cmd_auditd(int argc, char **argv)
         goto out;
     }
     audit_note_key nk = {.name = cfg.origin, .key = key};
-    audit_log_open_opts oo = {.signers = &nk, .num_signers = 1, .alarm = on_alarm, .alarm_arg = &d};
+    rc = cli_audit_trust_load(&trust, dir, &cfg, &err);
+    if (rc != 0) {
+        rc = cli_report(rc, &err);
+        goto out;
+    }
+    audit_log_open_opts oo = {.signers = &nk,
+                              .num_signers = 1,
+                              .trusted = trust.nk,
+                              .num_trusted = trust.n,
+                              .alarm = on_alarm,
+                              .alarm_arg = &d};
     rc = audit_log_open(&d.log, dir, &oo, &err);
     if (rc != 0) {
         rc = cli_report(rc, &err);
@@ -1215,8 +1226,11 @@ cmd_auditd(int argc, char **argv)
 out:
     net_server_free(srv); /* every request has been answered: the parse queue is empty */
     parse_pool_stop(&d);
-    audit_log_close(d.log); /* completes what is queued, cuts the final checkpoint */
+    if (audit_log_close(d.log) != 0 && rc == CLI_OK) { /* queued work, final checkpoint */
+        rc = CLI_INTERNAL;
+    }
     gm_sm2_key_free(key);
+    cli_audit_trust_free(&trust);
     dbao_free(holder);
     dbao_free(d.tokens);
     dbao_free(d.clients);

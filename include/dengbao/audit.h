@@ -363,6 +363,8 @@ int audit_checkpoint_parse_unverified(audit_checkpoint *out, const char *note, s
 
 typedef struct audit_log audit_log;
 
+#define AUDIT_LOG_TRUSTED_MAX 16
+
 /* Creation parameters, written to log.conf by audit_log_create. Zero fields take the
  * defaults. */
 typedef struct audit_log_config {
@@ -375,12 +377,20 @@ typedef struct audit_log_config {
     uint32_t checkpoint_ms;      /* cut a checkpoint this often while appending; default 1000 */
     uint64_t checkpoint_records; /* ... or after this many records; default 100000 */
     uint32_t retention_days;     /* nothing younger may be pruned; default 180, min 180 */
+    /* public keys of earlier signers (key rotation): their checkpoints stay valid */
+    const char *trusted_pubs[AUDIT_LOG_TRUSTED_MAX];
+    size_t num_trusted_pubs;
 } audit_log_config;
 
 /* audit_log_create makes a new, empty log in `dir` (created if missing, must be empty
  * otherwise) with the configuration above. It does not create keys: see the CLI. DBAO_EINVAL
  * if the directory holds anything, DBAO_EFORMAT for a bad origin, DBAO_EIO. */
 int audit_log_create(const char *dir, const audit_log_config *cfg, dbao_err *err);
+
+/* audit_log_write_config replaces log.conf atomically (temporary file, fdatasync, rename) with
+ * *cfg, after the same checks as audit_log_create. Used to rotate keys: the new key becomes
+ * key/pub and the old public key joins trusted_pubs. */
+int audit_log_write_config(const char *dir, const audit_log_config *cfg, dbao_err *err);
 
 /* audit_log_read_config reads log.conf into *cfg. The string fields point into storage owned
  * by `holder` (free with dbao_free). Relative key paths are returned as written. */
@@ -402,7 +412,9 @@ typedef struct audit_log_open_opts {
     void *alarm_arg;
 } audit_log_open_opts;
 
-/* audit_log_open opens the log in `dir`. Read-write: takes the lock (DBAO_EINVAL naming the
+/* audit_log_open opens the log in `dir`. A read-write open whose latest checkpoint is signed
+ * only by a trusted key that is not a signer (the key was rotated) signs the head again with
+ * the signers at once. Read-write: takes the lock (DBAO_EINVAL naming the
  * holder if another process has it), recovers (truncates a torn tail that was never
  * acknowledged, rebuilds the tree cache where needed), and refuses to open with DBAO_EVERIFY
  * if the recovered log disagrees with its last checkpoint signed by a trusted key, saying

@@ -107,6 +107,7 @@ struct audit_log {
     size_t ckp_note_len;
     audit_checkpoint ckp; /* latest (size 0 and no note when none) */
     bool have_ckp;
+    bool ckp_foreign; /* the latest is not signed by our signers (a rotated key): re-sign */
     int64_t ckp_time_ns;
     int64_t ckp_mono_ns; /* when the latest was cut, monotonic */
 
@@ -221,6 +222,16 @@ cfg_check(const audit_log_config *c, dbao_err *err)
     if (strchr(c->key_path, '\n') || strchr(c->pub_path, '\n')) {
         return dbao_err_set(err, DBAO_EFORMAT, "key paths must be one line");
     }
+    if (c->num_trusted_pubs > AUDIT_LOG_TRUSTED_MAX) {
+        return dbao_err_set(err, DBAO_ERANGE, "at most %d trusted_pub lines",
+                            AUDIT_LOG_TRUSTED_MAX);
+    }
+    for (size_t i = 0; i < c->num_trusted_pubs; i++) {
+        if (c->trusted_pubs[i] == NULL || *c->trusted_pubs[i] == '\0' ||
+            strchr(c->trusted_pubs[i], '\n')) {
+            return dbao_err_set(err, DBAO_EFORMAT, "trusted_pub paths must be one line");
+        }
+    }
     return 0;
 }
 
@@ -272,27 +283,62 @@ audit_log_create(const char *dir, const audit_log_config *cfg_in, dbao_err *err)
         (rc = dbao_file_write(p, hdr, sizeof hdr, 0600, err)) != 0) {
         return rc ? rc : DBAO_EIO;
     }
-    char text[2048];
-    int n = snprintf(text, sizeof text,
-                     "dengbao-audit-log 1\n"
-                     "origin = %s\n"
-                     "key = %s\n"
-                     "pub = %s\n"
-                     "segment_bytes = %" PRIu64 "\n"
-                     "batch_max = %u\n"
-                     "batch_delay_us = %u\n"
-                     "checkpoint_ms = %u\n"
-                     "checkpoint_records = %" PRIu64 "\n"
-                     "retention_days = %u\n",
-                     c.origin, c.key_path, c.pub_path, c.segment_bytes, c.batch_max,
-                     c.batch_delay_us, c.checkpoint_ms, c.checkpoint_records, c.retention_days);
-    if (n < 0 || (size_t) n >= sizeof text) {
-        return dbao_err_set(err, DBAO_ERANGE, "configuration too long");
+    rc = audit_log_write_config(dir, &c, err);
+    if (rc != 0) {
+        return rc;
     }
+    rc = audit__fsync_dir(dir);
+    if (rc != 0) {
+        return errno_err(err, rc, "cannot sync", dir);
+    }
+    return 0;
+}
+
+int
+audit_log_write_config(const char *dir, const audit_log_config *cfg_in, dbao_err *err)
+{
+    audit_log_config c = *cfg_in;
+    cfg_defaults(&c);
+    int rc = cfg_check(&c, err);
+    if (rc != 0) {
+        return rc;
+    }
+    audit__buf b;
+    audit__buf_init(&b, 65536);
+    char line[128];
+    audit__buf_puts(&b, "dengbao-audit-log 1\norigin = ");
+    audit__buf_puts(&b, c.origin);
+    audit__buf_puts(&b, "\nkey = ");
+    audit__buf_puts(&b, c.key_path);
+    audit__buf_puts(&b, "\npub = ");
+    audit__buf_puts(&b, c.pub_path);
+    snprintf(line, sizeof line, "\nsegment_bytes = %" PRIu64 "\nbatch_max = %u\n", c.segment_bytes,
+             c.batch_max);
+    audit__buf_puts(&b, line);
+    snprintf(line, sizeof line, "batch_delay_us = %u\ncheckpoint_ms = %u\n", c.batch_delay_us,
+             c.checkpoint_ms);
+    audit__buf_puts(&b, line);
+    snprintf(line, sizeof line, "checkpoint_records = %" PRIu64 "\nretention_days = %u\n",
+             c.checkpoint_records, c.retention_days);
+    audit__buf_puts(&b, line);
+    for (size_t i = 0; i < c.num_trusted_pubs; i++) {
+        audit__buf_puts(&b, "trusted_pub = ");
+        audit__buf_puts(&b, c.trusted_pubs[i]);
+        audit__buf_puts(&b, "\n");
+    }
+    char *text = NULL;
+    size_t n = 0;
+    rc = audit__buf_take(&b, &text, &n);
+    if (rc != 0) {
+        return dbao_err_set(err, rc, "configuration too long");
+    }
+    char p[PATH_MAX_LEN];
     if ((rc = path_join(p, sizeof p, dir, "log.conf")) != 0 ||
-        (rc = dbao_file_write(p, text, (size_t) n, 0600, err)) != 0) {
+        (rc = dbao_file_write(p, text, n, 0600, err)) != 0) {
+        dbao_free(text);
         return rc ? rc : DBAO_EIO;
     }
+    dbao_free(text);
     rc = audit__fsync_dir(dir);
     if (rc != 0) {
         return errno_err(err, rc, "cannot sync", dir);
@@ -398,6 +444,11 @@ audit_log_read_config(const char *dir, audit_log_config *cfg, char **holder, dba
         } else if (strcmp(k, "checkpoint_records") == 0) {
             ok = num_ok && x > 0;
             cfg->checkpoint_records = x;
+        } else if (strcmp(k, "trusted_pub") == 0) {
+            ok = cfg->num_trusted_pubs < AUDIT_LOG_TRUSTED_MAX && *v != '\0';
+            if (ok) {
+                cfg->trusted_pubs[cfg->num_trusted_pubs++] = v;
+            }
         } else if (strcmp(k, "retention_days") == 0) {
             ok = num_ok && x <= UINT32_MAX;
             cfg->retention_days = (uint32_t) x;
@@ -1007,6 +1058,11 @@ ckp_load(audit_log *log, dbao_err *err)
             return dbao_err_set(err, DBAO_EVERIFY,
                                 "checkpoints: the latest checkpoint names another log's origin");
         }
+        if (log->num_signers > 0) {
+            audit_checkpoint c2;
+            log->ckp_foreign = audit_checkpoint_open(&c2, last.note, last.len, log->signers,
+                                                     log->num_signers, NULL, NULL) != 0;
+        }
         char *note = dbao_malloc(last.len + 1);
         if (note == NULL) {
             dbao_free(buf);
@@ -1059,7 +1115,7 @@ static int
 ckp_cut(audit_log *log, dbao_err *err)
 {
     uint64_t size = audit_frontier_size(&log->frontier);
-    if (log->have_ckp && log->ckp.size == size) {
+    if (log->have_ckp && log->ckp.size == size && !log->ckp_foreign) {
         return 0;
     }
     int rc = tree_sync(log, err);
@@ -1117,6 +1173,7 @@ ckp_cut(audit_log *log, dbao_err *err)
     log->ckp_note_len = note_len;
     log->ckp = cp;
     log->have_ckp = true;
+    log->ckp_foreign = false;
     log->ckp_time_ns = audit_now_ns();
     log->ckp_mono_ns = mono_ns();
     pthread_mutex_unlock(&log->ckp_mu);
@@ -2297,8 +2354,8 @@ audit_log_open(audit_log **out, const char *dir, const audit_log_open_opts *opts
     if (rc == 0 && !rdonly) {
         log->ckp_mono_ns = mono_ns();
         uint64_t size = audit_log_size(log);
-        if (size > 0 && (!log->have_ckp || log->ckp.size != size)) {
-            rc = ckp_cut(log, err); /* sign what recovery found */
+        if ((size > 0 && (!log->have_ckp || log->ckp.size != size)) || log->ckp_foreign) {
+            rc = ckp_cut(log, err); /* sign what recovery found, or re-sign after rotation */
         }
     }
     if (rc == 0 && !rdonly) {

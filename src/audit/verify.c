@@ -170,7 +170,9 @@ ckp_cb(void *arg, const char *note, size_t len, uint64_t offset)
     dbao_err e2;
     int rc = audit_checkpoint_open(&cp, note, len, v->trusted, v->num_trusted, NULL, &e2);
     if (rc != 0) {
-        return vfail(v, UINT64_MAX, "checkpoints", offset, "checkpoint %zu does not verify: %s",
+        return vfail(v, UINT64_MAX, "checkpoints", offset,
+                     "checkpoint %zu does not verify: %s (after a key rotation, trust every key "
+                     "the log was signed with)",
                      v->nckp, e2.msg);
     }
     if (strcmp(cp.origin, v->origin) != 0) {

@@ -124,5 +124,20 @@ check prune-nothing 0 "$B" audit prune --dir "$D2" --archive "$T/arch"
 expect_in prune-stopped "$T/out" 'stopped'
 check prune-bad-date 2 "$B" audit prune --dir "$D2" --archive "$T/arch" --before yesterday
 
+# key rotation: new checkpoints are signed with the new key, old ones stay valid
+cp "$D2/signer.pub.pem" "$T/old.pub.pem"
+check rotate-key 0 "$B" audit rotate-key --dir "$D2"
+newpub=$(ls "$D2"/signer-*.pub.pem | while read -r f; do cmp -s "$f" "$T/old.pub.pem" || echo "$f"; done | head -1)
+for i in $(seq 10 19); do rec frank "$i"; done | "$B" audit append --dir "$D2" >/dev/null
+check verify-after-rotation 0 "$B" audit verify --dir "$D2"
+check verify-both-keys 0 "$B" audit verify --dir "$D2" --pub "$T/old.pub.pem,$newpub"
+check verify-old-key-only 1 "$B" audit verify --dir "$D2" --pub "$T/old.pub.pem"
+"$B" audit checkpoint --dir "$D2" >"$T/cpr.txt"
+"$B" audit get --dir "$D2" --index 15 >"$T/r15.json"
+"$B" audit prove --dir "$D2" --index 15 >"$T/p15.json"
+check verify-proof-new-key 0 "$B" audit verify-proof --pub "$newpub" --checkpoint "$T/cpr.txt" --record "$T/r15.json" --proof "$T/p15.json"
+check verify-proof-old-key 1 "$B" audit verify-proof --pub "$T/old.pub.pem" --checkpoint "$T/cpr.txt" --record "$T/r15.json" --proof "$T/p15.json"
+expect_in rotated-key-mode <(stat -c %a "${newpub%.pub.pem}.key") '^600$'
+
 echo "audit_cli: $pass checks passed, $fails failed"
 [ "$fails" -eq 0 ]
