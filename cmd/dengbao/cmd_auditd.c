@@ -77,6 +77,7 @@ static const char auditd_usage[] =
     "usage: dengbao auditd --dir D --listen HOST:PORT --auth FILE\n"
     "           [--tls-cert F --tls-key F [--client-ca F [--client-verify optional|require]]]\n"
     "           [--workers N] [--parse-threads N]\n"
+    "  (without TLS only a loopback address is accepted)\n"
     "\n"
     "The audit log service: POST /v1/records, GET /v1/records/{i}, /v1/checkpoint,\n"
     "/v1/proof/inclusion, /v1/proof/consistency, /metrics, /healthz.\n";
@@ -1103,6 +1104,16 @@ cmd_auditd(int argc, char **argv)
     }
     if ((cert == NULL) != (key_file == NULL)) {
         return cli_usage_error("dengbao auditd --help", "--tls-cert and --tls-key go together");
+    }
+    /* Tokens and audit data never cross a network in clear (GB/T 22239-2019 8.1.2.2): plain
+     * HTTP only on a loopback address. */
+    bool loopback =
+        strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 || strcmp(host, "localhost") == 0;
+    if (cert == NULL && !loopback) {
+        return cli_usage_error("dengbao auditd --help",
+                               "plain HTTP is only served on a loopback address: give "
+                               "--tls-cert and --tls-key to listen on %s",
+                               host);
     }
     if (ca != NULL && cert == NULL) {
         return cli_usage_error("dengbao auditd --help", "--client-ca needs --tls-cert");

@@ -139,5 +139,9 @@ check verify-proof-new-key 0 "$B" audit verify-proof --pub "$newpub" --checkpoin
 check verify-proof-old-key 1 "$B" audit verify-proof --pub "$T/old.pub.pem" --checkpoint "$T/cpr.txt" --record "$T/r15.json" --proof "$T/p15.json"
 expect_in rotated-key-mode <(stat -c %a "${newpub%.pub.pem}.key") '^600$'
 
+# auditd refuses plain HTTP on anything but loopback
+check auditd-plain-public 2 "$B" auditd --dir "$D2" --listen 0.0.0.0:1 --auth /dev/null
+expect_in auditd-plain-public-msg "$T/err" 'loopback'
+
 echo "audit_cli: $pass checks passed, $fails failed"
 [ "$fails" -eq 0 ]
