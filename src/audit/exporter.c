@@ -28,6 +28,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <nats/nats.h>
@@ -49,6 +50,7 @@ typedef struct exp_ctx {
     audit_export_stats *st;
     dbao_err *err;
     char origin[AUDIT_ORIGIN_MAX + 1];
+    char origin_json[AUDIT_ORIGIN_MAX * 6 + 3]; /* the origin as a JSON string */
     uint64_t batch;
     /* target */
     bool nats;
@@ -114,21 +116,18 @@ parse_url(exp_ctx *c, const char *url)
 
 /* ---- record rendering --------------------------------------------------------------------- */
 
-/* render_json writes the export JSON of one stored record into a new buffer. With `row`, the
- * flat ClickHouse row instead. */
+/* render writes the export form of one stored record into a new buffer (free()): the record's
+ * JSON (audit_record_to_json) with "origin", "index" and "leaf_hash" spliced in front, or with
+ * `row` the flat ClickHouse row built straight from the decoded fields. The record is decoded
+ * once and nothing is parsed back. */
 static int
 render(exp_ctx *c, uint64_t index, const uint8_t *rec, size_t len, bool row, char **out,
        size_t *out_len)
 {
     audit_record r;
     audit_record_init(&r);
-    char *json = NULL;
-    size_t jlen = 0;
     dbao_err e2;
     int rc = audit_record_decode(&r, rec, len, &e2);
-    if (rc == 0) {
-        rc = audit_record_to_json(&r, &json, &jlen, &e2);
-    }
     if (rc != 0) {
         audit_record_cleanup(&r);
         return dbao_err_set(c->err, rc, "record %" PRIu64 " cannot be rendered: %s", index, e2.msg);
@@ -137,58 +136,62 @@ render(exp_ctx *c, uint64_t index, const uint8_t *rec, size_t len, bool row, cha
     char leafhex[2 * AUDIT_HASH_LEN + 1];
     audit_leaf_hash(leaf, rec, len);
     dbao_hex_encode(leafhex, leaf, sizeof leaf);
-    json_error_t je;
-    json_t *v = json_loadb(json, jlen, 0, &je);
-    dbao_free(json);
-    json = NULL;
-    if (v == NULL) {
-        audit_record_cleanup(&r);
-        return dbao_err_set(c->err, DBAO_ENOMEM, "record %" PRIu64 ": JSON failed", index);
-    }
-    json_t *o;
+    char *s = NULL;
     if (!row) {
-        o = json_object();
-        json_object_set_new(o, "origin", json_string(c->origin));
-        json_object_set_new(o, "index", json_integer((json_int_t) index));
-        json_object_set_new(o, "leaf_hash", json_string(leafhex));
-        json_object_update(o, v);
+        char *json = NULL;
+        size_t jlen = 0;
+        rc = audit_record_to_json(&r, &json, &jlen, &e2);
+        if (rc == 0) {
+            char head[AUDIT_ORIGIN_MAX * 6 + 160];
+            int hl = snprintf(head, sizeof head,
+                              "{\"origin\":%s,\"index\":%" PRIu64 ",\"leaf_hash\":\"%s\",",
+                              c->origin_json, index, leafhex);
+            s = malloc((size_t) hl + jlen);
+            if (s != NULL) { /* json is "{...}": its "{" is replaced by the head */
+                memcpy(s, head, (size_t) hl);
+                memcpy(s + hl, json + 1, jlen - 1);
+                s[(size_t) hl + jlen - 1] = '\0';
+            }
+            dbao_free(json);
+        }
     } else {
-        json_t *subj = json_object_get(v, "subject");
-        const char *sid = json_string_value(json_object_get(subj, "id"));
-        const char *srole = json_string_value(json_object_get(subj, "role"));
-        const char *sip = json_string_value(json_object_get(subj, "ip"));
-        const char *sdev = json_string_value(json_object_get(subj, "device"));
-        char *details = json_dumps(json_object_get(v, "details"), JSON_COMPACT | JSON_SORT_KEYS);
-        o = json_object();
-        json_object_set_new(o, "origin", json_string(c->origin));
-        json_object_set_new(o, "idx", json_integer((json_int_t) index));
-        json_object_set(o, "event_id", json_object_get(v, "event_id"));
-        json_object_set_new(o, "ts", json_integer((json_int_t) (r.time_ns / 1000000000)));
-        json_object_set_new(o, "time_ns", json_integer((json_int_t) r.time_ns));
-        json_object_set_new(o, "subject_id", json_string(sid ? sid : ""));
-        json_object_set_new(o, "subject_role", json_string(srole ? srole : ""));
-        json_object_set_new(o, "subject_ip", json_string(sip ? sip : ""));
-        json_object_set_new(o, "subject_device", json_string(sdev ? sdev : ""));
-        json_object_set_new(o, "event_type", json_string(r.event_type));
-        json_object_set_new(o, "action", json_string(r.action));
-        json_object_set_new(o, "object", json_string(r.object));
-        json_object_set_new(o, "result",
-                            json_string(r.result == AUDIT_RESULT_SUCCESS ? "success" : "failure"));
-        json_object_set_new(o, "code", json_integer(r.code));
-        json_object_set_new(o, "trace_id", json_string(r.trace_id));
-        json_object_set_new(o, "source", json_string(r.source));
-        json_object_set_new(o, "details", json_string(details ? details : "{}"));
-        json_object_set_new(o, "leaf_hash", json_string(leafhex));
-        free(details);
+        char ip[INET6_ADDRSTRLEN] = "";
+        char uuid[37];
+        static const char hx[] = "0123456789abcdef";
+        for (int i = 0, j = 0; i < 16; i++) {
+            if (i == 4 || i == 6 || i == 8 || i == 10) {
+                uuid[j++] = '-';
+            }
+            uuid[j++] = hx[r.event_id[i] >> 4];
+            uuid[j++] = hx[r.event_id[i] & 15];
+            uuid[j] = '\0';
+        }
+        if (r.subject.ip_len == 4 || r.subject.ip_len == 16) {
+            inet_ntop(r.subject.ip_len == 4 ? AF_INET : AF_INET6, r.subject.ip, ip, sizeof ip);
+        }
+        json_t *o = json_pack(
+            "{s:s, s:I, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, "
+            "s:s}",
+            "origin", c->origin, "idx", (json_int_t) index, "event_id", uuid, "ts",
+            (json_int_t) (r.time_ns / 1000000000), "time_ns", (json_int_t) r.time_ns, "subject_id",
+            r.subject.id, "subject_role", r.subject.role, "subject_ip", ip, "subject_device",
+            r.subject.device, "event_type", r.event_type, "action", r.action, "object", r.object,
+            "result", r.result == AUDIT_RESULT_SUCCESS ? "success" : "failure", "code",
+            (int) r.code, "trace_id", r.trace_id, "source", r.source, "details",
+            r.details ? r.details : "{}", "leaf_hash", leafhex);
+        if (o != NULL) {
+            s = json_dumps(o, JSON_COMPACT);
+            json_decref(o);
+        }
     }
-    json_decref(v);
     audit_record_cleanup(&r);
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
+    if (rc != 0) {
+        return dbao_err_set(c->err, rc, "record %" PRIu64 " cannot be rendered: %s", index, e2.msg);
+    }
     if (s == NULL) {
         return dbao_err_set(c->err, DBAO_ENOMEM, "out of memory");
     }
-    *out = s; /* free() */
+    *out = s;
     *out_len = strlen(s);
     return 0;
 }
@@ -567,6 +570,15 @@ audit_export_run(audit_log *log, const audit_export_opts *o, audit_export_stats 
         return rc;
     }
     snprintf(c.origin, sizeof c.origin, "%s", cp.origin);
+    json_t *oj = json_string(c.origin);
+    char *ojs = oj ? json_dumps(oj, JSON_ENCODE_ANY) : NULL;
+    json_decref(oj);
+    if (ojs == NULL || strlen(ojs) >= sizeof c.origin_json) {
+        free(ojs);
+        return dbao_err_set(err, DBAO_ENOMEM, "out of memory");
+    }
+    snprintf(c.origin_json, sizeof c.origin_json, "%s", ojs);
+    free(ojs);
     if (c.nats) {
         const char *dir = audit__log_dir(log);
         char edir[STATE_PATH_MAX];

@@ -202,6 +202,22 @@ audit__rd64(const uint8_t *p)
     return (uint64_t) audit__rd32(p) | (uint64_t) audit__rd32(p + 4) << 32;
 }
 
+/* Segment file names: 16 lowercase hex digits (the first index) and ".seg". */
+typedef struct audit__seg_name {
+    char name[64];  /* as in seg/ (truncated for display when longer) */
+    uint64_t first; /* parsed from the name when valid */
+    bool valid;     /* a segment name */
+} audit__seg_name;
+
+bool audit__seg_name_parse(const char *name, uint64_t *first);
+
+/* audit__seg_list lists DIR/seg: every entry whose name does not start with '.', segment names
+ * first in index order, then any other name (callers refuse or report those). With
+ * remove_tmp, the temporary files of segments whose creation never completed (".*.tmp") are
+ * removed on the way. *out is freed with free(). DBAO_EFORMAT if seg/ cannot be opened. */
+int audit__seg_list(const char *dir, bool remove_tmp, audit__seg_name **out, size_t *num,
+                    dbao_err *err);
+
 /* ---- tree files and checkpoint file formats (log.c, verify.c) ----
  *   tree/L<nn>:  "DBAUTREE" | u32 version (1) | u32 level | node hashes, 32 bytes each
  *   checkpoints: "DBAUDCKP" | u32 version (1) | u32 header length (16) | frames of

@@ -525,12 +525,11 @@ seg_free(seg *s)
     free(s);
 }
 
+/* sparse_push appends one offset to the segment's sparse index (callers hold segs_mu or own
+ * the segment alone). */
 static int
-seg_sparse_add(seg *s, uint64_t index, uint64_t off)
+sparse_push(seg *s, uint64_t off)
 {
-    if (((index - s->first) & (SPARSE - 1)) != 0) {
-        return 0;
-    }
     if (s->nsparse == s->sparse_cap) {
         size_t ncap = s->sparse_cap ? s->sparse_cap * 2 : 256;
         uint64_t *np = realloc(s->sparse, ncap * sizeof *np);
@@ -542,6 +541,13 @@ seg_sparse_add(seg *s, uint64_t index, uint64_t off)
     }
     s->sparse[s->nsparse++] = off;
     return 0;
+}
+
+/* seg_sparse_add records the offset of record `index` if it is one the index keeps. */
+static int
+seg_sparse_add(seg *s, uint64_t index, uint64_t off)
+{
+    return ((index - s->first) & (SPARSE - 1)) == 0 ? sparse_push(s, off) : 0;
 }
 
 static int
@@ -1440,17 +1446,7 @@ write_batch(audit_log *log, audit_log_req *list)
         }
         pthread_rwlock_wrlock(&log->segs_mu);
         for (size_t i = 0; i < nsp && rc == 0; i++) {
-            if (s->nsparse == s->sparse_cap) {
-                size_t ncap = s->sparse_cap ? s->sparse_cap * 2 : 256;
-                uint64_t *np = realloc(s->sparse, ncap * sizeof *np);
-                if (np == NULL) {
-                    rc = DBAO_ENOMEM;
-                    break;
-                }
-                s->sparse = np;
-                s->sparse_cap = ncap;
-            }
-            s->sparse[s->nsparse++] = log->spbuf[i];
+            rc = sparse_push(s, log->spbuf[i]);
         }
         s->end += wlen;
         s->count += nrec;
@@ -1755,97 +1751,6 @@ audit_log_recovery_note(const audit_log *log)
 
 /* ---- open: scanning and recovery ------------------------------------------------------------ */
 
-static int
-name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
-static bool
-seg_name_parse(const char *name, uint64_t *first)
-{
-    if (strlen(name) != 20 || strcmp(name + 16, ".seg") != 0) {
-        return false;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < 16; i++) {
-        char c = name[i];
-        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
-        if (d < 0) {
-            return false;
-        }
-        v = v << 4 | (uint64_t) d;
-    }
-    *first = v;
-    return true;
-}
-
-/* list_segments returns the sorted segment file names (and removes stale temp files when
- * read-write). Anything else in seg/ is refused. */
-static int
-list_segments(audit_log *log, char ***out, size_t *num, dbao_err *err)
-{
-    char p[PATH_MAX_LEN];
-    snprintf(p, sizeof p, "%s/seg", log->dir);
-    DIR *d = opendir(p);
-    if (d == NULL) {
-        return errno_err(err, -errno, "cannot open", p);
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        const char *nm = de->d_name;
-        uint64_t first;
-        if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0) {
-            continue;
-        }
-        if (nm[0] == '.' && strlen(nm) > 4 && strcmp(nm + strlen(nm) - 4, ".tmp") == 0) {
-            if (!log->rdonly) {
-                char t[PATH_MAX_LEN + 300];
-                snprintf(t, sizeof t, "%s/%s", p, nm);
-                unlink(t); /* a segment whose creation never completed */
-            }
-            continue;
-        }
-        if (!seg_name_parse(nm, &first)) {
-            rc = dbao_err_set(err, DBAO_EFORMAT, "seg/%s: unexpected file in the segment folder",
-                              nm);
-            break;
-        }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (nn == NULL) {
-                rc = DBAO_ENOMEM;
-                break;
-            }
-            names = nn;
-        }
-        names[n] = strdup(nm);
-        if (names[n] == NULL) {
-            rc = DBAO_ENOMEM;
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    if (rc != 0) {
-        for (size_t i = 0; i < n; i++) {
-            free(names[i]);
-        }
-        free(names);
-        return rc;
-    }
-    if (n > 0) {
-        qsort(names, n, sizeof *names, name_cmp);
-    }
-    *out = names;
-    *num = n;
-    return 0;
-}
-
 static const char *
 scan_why(int stop)
 {
@@ -1870,42 +1775,40 @@ scan_why(int stop)
 static int
 load_segments(audit_log *log, dbao_err *err)
 {
-    char **names = NULL;
+    audit__seg_name *names = NULL;
     size_t n = 0;
-    int rc = list_segments(log, &names, &n, err);
+    int rc = audit__seg_list(log->dir, !log->rdonly, &names, &n, err);
     if (rc != 0) {
+        return rc;
+    }
+    if (n > 0 && !names[n - 1].valid) { /* other names sort last */
+        rc = dbao_err_set(err, DBAO_EFORMAT, "seg/%s: unexpected file in the segment folder",
+                          names[n - 1].name);
+        free(names);
         return rc;
     }
     uint64_t expect = log->first;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        uint64_t first = 0;
-        seg_name_parse(names[i], &first);
+        uint64_t first = names[i].first;
         if (first < log->first) {
-            /* pruned: left behind by a prune interrupted between its marker and its unlink */
-            if (!log->rdonly && i + 1 < n) {
-                uint64_t next = 0;
-                seg_name_parse(names[i + 1], &next);
-                if (next <= log->first) {
-                    char t[PATH_MAX_LEN + 64];
-                    snprintf(t, sizeof t, "%s/seg/%s", log->dir, names[i]);
-                    unlink(t);
-                    continue;
-                }
+            /* Pruned, left behind by a prune interrupted between its marker and its unlink:
+             * the whole segment must lie below the mark (the next one starts at or below it). */
+            bool below = i + 1 < n && names[i + 1].valid && names[i + 1].first <= log->first;
+            if (!below) {
+                rc = dbao_err_set(err, DBAO_EVERIFY,
+                                  "seg/%s holds records that the pruned marker says were archived",
+                                  names[i].name);
+                break;
             }
-            if (i + 1 < n) {
-                uint64_t next = 0;
-                seg_name_parse(names[i + 1], &next);
-                if (next <= log->first) {
-                    continue;
-                }
+            if (!log->rdonly) {
+                char t[PATH_MAX_LEN + 64];
+                snprintf(t, sizeof t, "%s/seg/%s", log->dir, names[i].name);
+                unlink(t);
             }
-            rc = dbao_err_set(err, DBAO_EVERIFY,
-                              "seg/%s holds records that the pruned marker says were archived",
-                              names[i]);
-            break;
+            continue;
         }
         seg *s = NULL;
-        rc = seg_open(&s, log, names[i], first, err);
+        rc = seg_open(&s, log, names[i].name, first, err);
         if (rc != 0) {
             break;
         }
@@ -1913,7 +1816,7 @@ load_segments(audit_log *log, dbao_err *err)
             rc = dbao_err_set(err, DBAO_EVERIFY,
                               "seg/%s starts at record %" PRIu64 " but %" PRIu64
                               " was expected: records are missing",
-                              names[i], s->first, expect);
+                              names[i].name, s->first, expect);
             seg_free(s);
             break;
         }
@@ -2003,9 +1906,6 @@ load_segments(audit_log *log, dbao_err *err)
         if (!s->sealed && !last) {
             break;
         }
-    }
-    for (size_t i = 0; i < n; i++) {
-        free(names[i]);
     }
     free(names);
     if (rc == 0) {

@@ -17,7 +17,6 @@
  * segment files below it are unlinked. A crash in between leaves files below the marker,
  * which the next read-write open removes.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -163,7 +162,7 @@ copy_file(const char *src, const char *dst, const char *dst_dir, dbao_err *err)
 }
 
 typedef struct seg_info {
-    char name[32];
+    char name[64];
     uint64_t first;
     uint64_t next; /* first index after it (sealed only) */
     bool sealed;
@@ -193,45 +192,28 @@ last_time_cb(void *arg, uint64_t index, const uint8_t *rec, uint32_t len, uint64
 static int
 list_sealed(const char *dir, seg_info **out, size_t *num, dbao_err *err)
 {
+    audit__seg_name *names = NULL;
+    size_t listed = 0;
+    int rc = audit__seg_list(dir, false, &names, &listed, err);
+    if (rc != 0) {
+        return rc;
+    }
+    seg_info *v = calloc(listed ? listed : 1, sizeof *v);
+    size_t n = 0;
+    if (v == NULL) {
+        free(names);
+        return DBAO_ENOMEM;
+    }
+    for (size_t i = 0; i < listed; i++) {
+        if (names[i].valid) { /* in index order; anything else is not ours to archive */
+            snprintf(v[n].name, sizeof v[n].name, "%s", names[i].name);
+            v[n].first = names[i].first;
+            n++;
+        }
+    }
+    free(names);
     char p[PATH_LEN];
     snprintf(p, sizeof p, "%s/seg", dir);
-    DIR *d = opendir(p);
-    if (d == NULL) {
-        return dbao_err_set(err, DBAO_EFORMAT, "%s: not a dengbao audit log", dir);
-    }
-    seg_info *v = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *de;
-    int rc = 0;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.' || strlen(de->d_name) != 20 ||
-            strcmp(de->d_name + 16, ".seg") != 0) {
-            continue;
-        }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            seg_info *nv = realloc(v, cap * sizeof *nv);
-            if (nv == NULL) {
-                rc = DBAO_ENOMEM;
-                break;
-            }
-            v = nv;
-        }
-        memset(&v[n], 0, sizeof v[n]);
-        snprintf(v[n].name, sizeof v[n].name, "%s", de->d_name);
-        sscanf(de->d_name, "%16" SCNx64, &v[n].first);
-        n++;
-    }
-    closedir(d);
-    for (size_t i = 0; i + 1 < n && rc == 0; i++) { /* sort by first index (few segments) */
-        for (size_t j = i + 1; j < n; j++) {
-            if (v[j].first < v[i].first) {
-                seg_info t = v[i];
-                v[i] = v[j];
-                v[j] = t;
-            }
-        }
-    }
     for (size_t i = 0; i < n && rc == 0; i++) {
         char sp[PATH_LEN + 64];
         snprintf(sp, sizeof sp, "%s/%s", p, v[i].name);

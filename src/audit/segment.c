@@ -8,6 +8,8 @@
  * expected index and says why; deciding whether that is a torn tail (a batch that was never
  * acknowledged) or damage is the caller's business (log.c recovery, verify.c).
  *
+ * audit__seg_list is the one reader of the seg/ folder (log open, verify, retention).
+ *
  * Frame (all integers little-endian):
  *     u32 len | u64 index | record[len] | u32 CRC32C(len || index || record)
  * The index inside every frame makes a swapped, duplicated or dropped frame visible even when
@@ -15,7 +17,12 @@
  * zeros); 0xFFFFFFFF marks the seal written when a segment is full:
  *     u32 0xFFFFFFFF | u64 next index | root[32] | u32 CRC32C of the 44 bytes before it
  */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -253,5 +260,92 @@ audit__ckp_scan(const uint8_t *buf, size_t len, audit__note_fn fn, void *arg, ui
         off += 8 + (size_t) n;
     }
     *end = off < len ? off : len;
+    return 0;
+}
+
+bool
+audit__seg_name_parse(const char *name, uint64_t *first)
+{
+    if (strlen(name) != 20 || strcmp(name + 16, ".seg") != 0) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = name[i];
+        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        if (d < 0) {
+            return false;
+        }
+        v = v << 4 | (uint64_t) d;
+    }
+    *first = v;
+    return true;
+}
+
+static int
+seg_name_cmp(const void *pa, const void *pb)
+{
+    const audit__seg_name *a = pa, *b = pb;
+    if (a->valid != b->valid) {
+        return a->valid ? -1 : 1;
+    }
+    if (a->valid) {
+        return a->first < b->first ? -1 : a->first > b->first;
+    }
+    return strcmp(a->name, b->name);
+}
+
+int
+audit__seg_list(const char *dir, bool remove_tmp, audit__seg_name **out, size_t *num, dbao_err *err)
+{
+    char p[4096];
+    int pl = snprintf(p, sizeof p, "%s/seg", dir);
+    if (pl < 0 || (size_t) pl >= sizeof p) {
+        return dbao_err_set(err, DBAO_ERANGE, "log directory path too long");
+    }
+    DIR *d = opendir(p);
+    if (d == NULL) {
+        return dbao_err_set(err, DBAO_EFORMAT, "%s: not a dengbao audit log (cannot open seg/: %s)",
+                            dir, strerror(errno));
+    }
+    audit__seg_name *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *nm = de->d_name;
+        size_t l = strlen(nm);
+        if (nm[0] == '.') {
+            if (remove_tmp && l > 4 && strcmp(nm + l - 4, ".tmp") == 0) {
+                char t[4096 + 300];
+                snprintf(t, sizeof t, "%s/%s", p, nm);
+                unlink(t); /* a segment whose creation never completed */
+            }
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            audit__seg_name *nv = realloc(v, cap * sizeof *nv);
+            if (nv == NULL) {
+                rc = DBAO_ENOMEM;
+                break;
+            }
+            v = nv;
+        }
+        memset(&v[n], 0, sizeof v[n]);
+        snprintf(v[n].name, sizeof v[n].name, "%s", nm);
+        v[n].valid = audit__seg_name_parse(nm, &v[n].first);
+        n++;
+    }
+    closedir(d);
+    if (rc != 0) {
+        free(v);
+        return rc;
+    }
+    if (n > 0) {
+        qsort(v, n, sizeof *v, seg_name_cmp);
+    }
+    *out = v;
+    *num = n;
     return 0;
 }

@@ -20,7 +20,6 @@
  * The first failure stops the pass and is described in the report; torn tails are counted but
  * do not fail it.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -321,12 +320,6 @@ frame_cb(void *arg, uint64_t index, const uint8_t *rec, uint32_t len, uint64_t o
     return 0;
 }
 
-static int
-name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 static const char *
 why(int stop)
 {
@@ -352,57 +345,26 @@ static int
 verify_segments(vstate *v)
 {
     char p[PATH_LEN];
-    snprintf(p, sizeof p, "%s/seg", v->dir);
-    DIR *d = opendir(p);
-    if (d == NULL) {
-        return dbao_err_set(v->err, DBAO_EFORMAT, "%s: not a dengbao audit log (no seg folder)",
-                            v->dir);
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *de;
-    int rc = 0;
-    while ((de = readdir(d)) != NULL) {
-        const char *nm = de->d_name;
-        if (nm[0] == '.') {
-            continue; /* ., .., and temporary files of a segment being created */
-        }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (nn == NULL) {
-                rc = DBAO_ENOMEM;
-                break;
-            }
-            names = nn;
-        }
-        names[n] = strdup(nm);
-        if (names[n] == NULL) {
-            rc = DBAO_ENOMEM;
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    if (rc == 0 && n > 0) {
-        qsort(names, n, sizeof *names, name_cmp);
+    audit__seg_name *names = NULL;
+    size_t n = 0;
+    int rc = audit__seg_list(v->dir, false, &names, &n, v->err);
+    if (rc != 0) {
+        return rc;
     }
     uint64_t expect = v->rep->pruned_below;
-    char segname[64];
+    char segname[80];
+    if (n > 0 && !names[n - 1].valid) { /* other names sort last */
+        snprintf(segname, sizeof segname, "seg/%s", names[n - 1].name);
+        rc = vfail(v, UINT64_MAX, segname, 0, "unexpected file in the segment folder");
+        n = 0;
+    }
     for (size_t i = 0; i < n && rc == 0; i++) {
-        snprintf(segname, sizeof segname, "seg/%s", names[i]);
-        uint64_t nf = 0;
-        if (sscanf(names[i], "%16" SCNx64, &nf) == 1 && nf < v->rep->pruned_below) {
+        snprintf(segname, sizeof segname, "seg/%s", names[i].name);
+        if (names[i].first < v->rep->pruned_below) {
             continue; /* left by a prune interrupted after its marker */
         }
         v->segname = segname;
-        uint64_t name_first = 0;
-        bool name_ok = strlen(names[i]) == 20 && strcmp(names[i] + 16, ".seg") == 0 &&
-                       sscanf(names[i], "%16" SCNx64, &name_first) == 1;
-        if (!name_ok) {
-            rc = vfail(v, expect, segname, 0, "unexpected file in the segment folder");
-            break;
-        }
+        uint64_t name_first = names[i].first;
         snprintf(p, sizeof p, "%s/%s", v->dir, segname);
         uint8_t *buf = NULL;
         size_t len = 0;
@@ -487,9 +449,6 @@ verify_segments(vstate *v)
                    "the log was truncated: checkpoint %zu covers %" PRIu64
                    " records but only %" PRIu64 " are present",
                    v->next_ckp, c->size, expect);
-    }
-    for (size_t i = 0; i < n; i++) {
-        free(names[i]);
     }
     free(names);
     return rc;
