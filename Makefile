@@ -4,7 +4,7 @@
 #   make asan     the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz     each libFuzzer target for FUZZ_SECONDS (default 30) over its corpus
 #   make bench    the benchmarks, each against its anchor in the same run
-#   make run      the main job with embedded defaults (see README.md)
+#   make run      the gateway with embedded defaults in ./var (see README.md)
 #   make format   clang-format every C file
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 30
@@ -41,7 +41,7 @@ bench: build
 	@scripts/bench.sh build
 
 run: build
-	@build/dengbao gm selftest && build/dengbao --help
+	@build/dengbao gm selftest && build/dengbao gateway --demo --dir var/gateway
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

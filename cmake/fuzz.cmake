@@ -7,7 +7,7 @@ add_library(dengbao_fuzz STATIC ${DBAO_SOURCES})
 target_include_directories(dengbao_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/include)
 target_compile_options(dengbao_fuzz PRIVATE -fsanitize=fuzzer-no-link,address,undefined)
 target_link_libraries(dengbao_fuzz PUBLIC PkgConfig::OPENSSL PkgConfig::LIBSSL PkgConfig::JANSSON
-                                          PkgConfig::LIBUV PkgConfig::LIBCURL PkgConfig::LIBNATS
+                                          PkgConfig::LIBUV PkgConfig::LIBCURL PkgConfig::LIBNATS PkgConfig::LIBYAML
                                           dbao_llhttp Threads::Threads)
 
 file(GLOB DBAO_FUZZ_TARGETS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_*.c)
@@ -19,6 +19,8 @@ foreach(src ${DBAO_FUZZ_TARGETS})
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/audit)
   elseif(name MATCHES "^fuzz_net_")
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/net)
+  elseif(name MATCHES "^fuzz_gw_")
+    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/gateway)
   else()
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/gm)
   endif()

@@ -11,7 +11,7 @@ pkgs=(
   build-essential cmake pkg-config clang lld libclang-rt-14-dev clang-format
   libssl-dev openssl libjansson-dev libcmocka-dev valgrind
   libuv1-dev node-llhttp libcurl4-openssl-dev curl libnats-dev
-  nats-server clickhouse-server clickhouse-client
+  nats-server clickhouse-server clickhouse-client libyaml-dev nginx wrk
 )
 
 missing=()

@@ -77,6 +77,7 @@ void cli_audit_trust_free(cli_audit_trust *t);
 int cmd_audit(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv); /* argv[0] is "export" */
 int cmd_auditd(int argc, char **argv);
+int cmd_gateway(int argc, char **argv);
 int cmd_gm(int argc, char **argv);
 int cmd_gm_speed(int argc, char **argv);
 int cmd_gm_cpu(int argc, char **argv);

@@ -17,6 +17,7 @@ static const char usage_text[] =
     "  gm        national cryptography: SM2 keys, signatures and encryption, SM3, SM4\n"
     "  audit     the tamper-evident audit log: init, append, verify, prove, export\n"
     "  auditd    the audit log service (HTTP API; TLS, mTLS or tokens)\n"
+    "  gateway   the API gateway: a reverse proxy (TLS, mTLS, routing, health, reload)\n"
 
     "\n"
     "options:\n"
@@ -50,6 +51,9 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "auditd") == 0) {
         return cmd_auditd(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "gateway") == 0) {
+        return cmd_gateway(argc - 1, argv + 1);
     }
 
     return cli_usage_error("dengbao <command> [options]; see dengbao --help",

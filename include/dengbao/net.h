@@ -48,6 +48,8 @@ extern "C" {
 
 typedef struct net_server net_server;
 typedef struct net_request net_request;
+typedef struct net__worker net_worker; /* one worker thread and its loop */
+struct uv_loop_s;
 
 /* A handler takes ownership of `req` and must call net_request_respond exactly once. */
 typedef void (*net_handler_fn)(net_request *req, void *arg);
@@ -84,6 +86,30 @@ typedef struct net_server_opts {
     const char *tls_key;
     const char *tls_client_ca;       /* PEM CA bundle for client certificates (mTLS) */
     net_client_verify client_verify; /* with tls_client_ca; default OPTIONAL when a CA is set */
+    const char *const *alpn;         /* TLS ALPN protocols the server accepts, in preference
+                                        order, NULL-terminated; NULL: {"http/1.1", NULL}. A
+                                        client that offers ALPN but none of these gets a fatal
+                                        no_application_protocol alert; a client that offers no
+                                        ALPN proceeds without it */
+
+    /* Streaming mode (the gateway). When set, the handler is called as soon as the request
+     * head is complete (method, target, headers; net_request_body is then empty), and the
+     * body, if any, is delivered by net_request_read_body. "Expect: 100-continue" is answered
+     * with "100 Continue" only when the handler first calls net_request_read_body (as nginx
+     * does), so a request refused from its head (401, 413, ...) never sends its body. The
+     * response may be streamed (net_response_*). Every net_request_*, net_response_* call on
+     * a streamed request must be made on the worker's loop thread. body_max still applies: a
+     * Content-Length above it is answered 413 before the handler; a chunked body that passes
+     * it ends with on_error(DBAO_ERANGE). */
+    bool stream;
+
+    /* Worker hooks (optional), called on the worker's own thread: worker_start before its loop
+     * runs, worker_stop when a graceful stop begins (close pools, stop timers: the worker ends
+     * only once its loop has no more active handles of the caller's and every hold is
+     * released). */
+    void (*worker_start)(net_worker *w, void *arg);
+    void (*worker_stop)(net_worker *w, void *arg);
+    void *worker_arg;
 } net_server_opts;
 
 /* net_server_new checks the options, loads the TLS material, creates the workers' loops and
@@ -169,6 +195,214 @@ int net_request_add_header(net_request *req, const char *name, const char *value
  * which case the server answers 500 and closes the connection. */
 int net_request_respond(net_request *req, int status, const char *content_type, const void *body,
                         size_t body_len);
+
+/* ---- workers (loop thread of the worker unless noted) ---- */
+
+/* net_request_worker returns the worker the request arrived on (any thread). */
+net_worker *net_request_worker(const net_request *req);
+
+/* net_worker_index returns the worker's number, 0..workers-1 (any thread). */
+unsigned net_worker_index(const net_worker *w);
+
+/* net_worker_loop returns the worker's libuv loop: handles the caller creates on it (upstream
+ * connections, timers) run on the worker's thread. The caller closes them in worker_stop. */
+struct uv_loop_s *net_worker_loop(net_worker *w);
+
+/* net_worker_set_data / net_worker_data: one pointer of the caller's per worker. */
+void net_worker_set_data(net_worker *w, void *data);
+void *net_worker_data(const net_worker *w);
+
+/* net_worker_hold / net_worker_release: while holds remain, a stopping worker does not end
+ * (an upstream exchange in flight, a health check). Every hold must be released. */
+void net_worker_hold(net_worker *w);
+void net_worker_release(net_worker *w);
+
+/* net_worker_stopping tells whether a graceful stop has begun on this worker. */
+bool net_worker_stopping(const net_worker *w);
+
+/* ---- streaming (servers with opts.stream; loop thread only) ---- */
+
+/* net_request_content_length returns the declared body length: N >= 0 from Content-Length
+ * (0 when the request has no body), or -1 for Transfer-Encoding: chunked. */
+int64_t net_request_content_length(const net_request *req);
+
+/* net_request_expects_continue tells whether the request carried "Expect: 100-continue". */
+bool net_request_expects_continue(const net_request *req);
+
+typedef struct net_body_cbs {
+    /* decoded body bytes (chunked framing removed); `data` is valid during the call only */
+    void (*on_data)(net_request *req, const uint8_t *data, size_t len, void *arg);
+    /* the whole body has arrived (called at once, after read_body returns, for no body) */
+    void (*on_end)(net_request *req, void *arg);
+    /* the body cannot complete: the client closed the connection (DBAO_EIO), the body timed
+     * out (-ETIMEDOUT), bad chunked framing or the body limit (DBAO_EFORMAT / DBAO_ERANGE).
+     * No other body callback follows. The request still needs its answer (a response that
+     * cannot be delivered any more is discarded); for a protocol error the server closes the
+     * connection after that answer. */
+    void (*on_error)(net_request *req, int err, void *arg);
+} net_body_cbs;
+
+/* net_request_read_body starts the delivery of the body through `cbs` (copied). Called at
+ * most once per request, before the response ends. Callbacks are never called from inside
+ * net_request_read_body itself (they run from the loop), so the caller may set up state after
+ * it returns. Sends "100 Continue" first if the client asked for it. Returns 0, DBAO_EINVAL
+ * (not a streamed request, or called twice). A request whose body is not read completely by
+ * the time its response ends is answered with "Connection: close" (if read_body was called
+ * and the body is still arriving when the response starts, the head cannot know yet: the
+ * connection is then closed after the response instead). */
+int net_request_read_body(net_request *req, const net_body_cbs *cbs, void *arg);
+
+/* net_request_pause_body stops delivering body bytes (and, past a buffer of 64 KiB, stops
+ * reading the socket); net_request_resume_body continues. Back-pressure from the upstream. */
+void net_request_pause_body(net_request *req);
+void net_request_resume_body(net_request *req);
+
+/* net_response_start begins a streamed response: status (200..599, or 101 is refused),
+ * content_type (NULL: none, or the caller puts it in a header block), content_length: N >= 0,
+ * or NET_LEN_CHUNKED (Transfer-Encoding: chunked to HTTP/1.1 clients; to HTTP/1.0 clients the
+ * body is delimited by closing the connection). For HEAD requests and 204/304 responses no
+ * body is sent, but a given Content-Length is written as given (a proxied HEAD keeps the
+ * upstream's length). Headers added before (net_request_add_header, net_response_add_header_
+ * block) are sent with it. Returns 0, DBAO_EINVAL (bad status, already started),
+ * DBAO_ENOMEM. */
+#define NET_LEN_CHUNKED (-1)
+int net_response_start(net_request *req, int status, const char *content_type,
+                       int64_t content_length);
+
+/* net_response_add_header_block adds response header lines at once: `block` is zero or more
+ * "Name: value\r\n" lines. Checked once (token names, no CR/LF/NUL in values, none of
+ * Content-Length, Transfer-Encoding, Connection, Date, which the server writes) and copied.
+ * Content-Type is allowed here. Returns 0, DBAO_EINVAL, DBAO_ENOMEM. */
+int net_response_add_header_block(net_request *req, const char *block, size_t len);
+
+/* net_response_write queues body bytes (copied). With a Content-Length, writing more than
+ * declared is DBAO_EINVAL. Returns 0, DBAO_EINVAL, DBAO_ENOMEM, DBAO_EIO (the client is gone:
+ * the bytes are dropped; the caller should stop producing and end or abort). */
+int net_response_write(net_request *req, const void *data, size_t len);
+
+/* net_response_queued returns the bytes written but not yet taken by the kernel. */
+size_t net_response_queued(const net_request *req);
+
+/* net_response_on_drain calls fn once, from the loop, when the queued bytes fall to
+ * `low_watermark` or below (at once, from the loop, if they already are). One callback at a
+ * time: a new call replaces the previous one. fn is not called after end or abort. */
+typedef void (*net_drain_fn)(net_request *req, void *arg);
+void net_response_on_drain(net_request *req, size_t low_watermark, net_drain_fn fn, void *arg);
+
+/* net_response_end finishes the response (the last chunk for chunked). The request then
+ * belongs to the server: the caller must not touch it again. With a Content-Length that was
+ * not reached, the connection is closed instead (the client sees a short body, never a wrong
+ * one). Returns 0 or DBAO_EIO (the client was gone). */
+int net_response_end(net_request *req);
+
+/* net_response_abort ends a started or not started response by closing the connection
+ * (mid-body upstream failure: the client must not take a truncated body as complete). The
+ * request then belongs to the server. */
+void net_response_abort(net_request *req);
+
+/* net_request_respond stays the one-shot form on streamed servers too (start, write, end),
+ * but only on the loop thread. */
+
+/* ---- upstream client: keep-alive connection pools (one loop; not thread-safe) ----
+ *
+ * A pool holds connections to one endpoint (host:port, plain TCP or TLS) on one loop. An
+ * exchange sends one request (a head the caller serialised, then a body) and parses the
+ * response strictly: llhttp in response mode, no lenient flag, limits on the head bytes and
+ * header count, conflicting or duplicate Content-Length / Transfer-Encoding, NUL and bare CR
+ * refused (a hostile upstream cannot split responses). Connections are reused when both sides
+ * keep them alive and the response was read completely. */
+
+typedef struct net_pool net_pool;
+typedef struct net_exchange net_exchange;
+
+typedef struct net_pool_opts {
+    const char *host;               /* numeric IPv4 or IPv6 address (copied) */
+    uint16_t port;                  /* required */
+    unsigned max_idle;              /* idle connections kept; default 64 */
+    unsigned max_conns;             /* 0: unlimited; beyond it, exchanges wait in FIFO order */
+    uint32_t max_requests_per_conn; /* 0: unlimited */
+    uint32_t connect_timeout_ms;    /* default 5000 */
+    uint32_t read_timeout_ms;       /* longest silence while a response is due; default 60000 */
+    uint32_t write_timeout_ms;      /* longest stall writing the request; default 60000 */
+    uint32_t idle_timeout_ms;       /* idle connections are closed after; default 60000 */
+    size_t header_max;              /* response head bytes; default 16 KiB */
+    size_t headers_num_max;         /* response header fields; default 100 */
+    void *tls_ctx;                  /* SSL_CTX * for TLS to the upstream, or NULL (borrowed;
+                                       must outlive the pool) */
+    const char *tls_sni;            /* server name for SNI and verification (copied) */
+} net_pool_opts;
+
+/* net_pool_new creates a pool on `loop`. Returns 0, DBAO_EINVAL, DBAO_ENOMEM. */
+int net_pool_new(net_pool **out, struct uv_loop_s *loop, const net_pool_opts *o, dbao_err *err);
+
+/* net_pool_close closes the idle connections and fails queued exchanges (on_error with
+ * -ECANCELED); exchanges in flight finish. The pool frees itself when the last one ends
+ * and its handles are closed, then calls done(arg) if given. The pool is not usable after. */
+void net_pool_close(net_pool *p, void (*done)(void *arg), void *arg);
+
+typedef struct net_pool_stats {
+    size_t idle, active, queued;
+    uint64_t connects, reuses, connect_errors;
+} net_pool_stats;
+void net_pool_get_stats(const net_pool *p, net_pool_stats *st);
+
+typedef struct net_resp_head {
+    int status;             /* 100..599; 1xx heads are delivered too (status < 200) */
+    int http_minor;         /* 0 or 1 */
+    int64_t content_length; /* >= 0; -1 chunked; -2 delimited by close; 0 for HEAD/204/304 */
+    bool keep_alive;        /* the upstream keeps the connection */
+    size_t num_headers;
+    const char *const *names; /* valid during on_head only; NUL-terminated, as received */
+    const char *const *values;
+} net_resp_head;
+
+/* on_error flags */
+enum {
+    NET_X_REUSED = 1,     /* the exchange ran on a reused (kept-alive) connection */
+    NET_X_NOT_SENT = 2,   /* no byte of the request reached the upstream (connect failed,
+                             or queued and cancelled) */
+    NET_X_NO_RESPONSE = 4 /* no byte of a response arrived */
+};
+
+typedef struct net_exchange_cbs {
+    void (*on_head)(net_exchange *x, const net_resp_head *h, void *arg);
+    void (*on_data)(net_exchange *x, const uint8_t *data, size_t len, void *arg); /* decoded */
+    /* the response is complete; the connection is already back in the pool (or closed) and
+     * the exchange is freed after this call */
+    void (*on_end)(net_exchange *x, void *arg);
+    /* failure: -ETIMEDOUT, DBAO_EIO (connect refused, reset, closed early), DBAO_EFORMAT
+     * (bad response), -ECANCELED; the exchange is freed after this call. A retry is safe
+     * when (flags & NET_X_NOT_SENT), or for an idempotent request when (flags & NET_X_REUSED)
+     * and (flags & NET_X_NO_RESPONSE). */
+    void (*on_error)(net_exchange *x, int err, unsigned flags, void *arg);
+    /* optional: the request's queued bytes fell under 64 KiB (resume the body source) */
+    void (*on_drain)(net_exchange *x, void *arg);
+} net_exchange_cbs;
+
+/* net_exchange_start sends a request: `head` is the complete request head ("GET / HTTP/1.1
+ * \r\n...\r\n\r\n", copied) with its framing header already in it (Content-Length: N or
+ * Transfer-Encoding: chunked, matching body_len: N >= 0, or -1 chunked, in which case the
+ * pool adds the chunk framing to net_exchange_write's data and the last chunk at
+ * net_exchange_end). head_only: the request is HEAD (the response has no body). Callbacks
+ * come from the loop, never from inside net_exchange_start. Returns 0 with *out set, or
+ * DBAO_EINVAL / DBAO_ENOMEM. */
+int net_exchange_start(net_exchange **out, net_pool *p, const char *head, size_t head_len,
+                       int64_t body_len, bool head_only, const net_exchange_cbs *cbs, void *arg);
+
+/* net_exchange_write queues request body bytes (copied); net_exchange_end marks the end of
+ * the body (required, also for body_len 0). Return 0, DBAO_EINVAL (more than body_len, after
+ * end), DBAO_ENOMEM. net_exchange_queued gives the bytes not yet taken by the kernel. */
+int net_exchange_write(net_exchange *x, const void *data, size_t len);
+int net_exchange_end(net_exchange *x);
+size_t net_exchange_queued(const net_exchange *x);
+
+/* net_exchange_pause / _resume: stop and restart reading the response (back-pressure). */
+void net_exchange_pause(net_exchange *x);
+void net_exchange_resume(net_exchange *x);
+
+/* net_exchange_abort stops an exchange at once: its connection is closed, never reused, and
+ * no callback is called any more (the exchange is freed). */
+void net_exchange_abort(net_exchange *x);
 
 /* ---- helpers ---- */
 

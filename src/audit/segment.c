@@ -333,7 +333,10 @@ audit__seg_list(const char *dir, bool remove_tmp, audit__seg_name **out, size_t 
             v = nv;
         }
         memset(&v[n], 0, sizeof v[n]);
-        snprintf(v[n].name, sizeof v[n].name, "%s", nm);
+        /* truncated for display when longer (bounded copy: no format-truncation warning) */
+        size_t cl = l < sizeof v[n].name - 1 ? l : sizeof v[n].name - 1;
+        memcpy(v[n].name, nm, cl);
+        v[n].name[cl] = 0;
         v[n].valid = audit__seg_name_parse(nm, &v[n].first);
         n++;
     }

@@ -31,6 +31,19 @@
  *
  * Pipelining: on_message_complete pauses llhttp (HPE_PAUSED), so net__parser_feed returns at
  * the end of each message with *consumed pointing just past it; the caller keeps the rest.
+ *
+ * Stream mode (the gateway): a message with a body pauses at on_headers_complete
+ * (NET__PARSE_HEAD: the head is handed out at once), then each on_body pauses too and its span
+ * of the fed bytes is returned as NET__PARSE_BODY (no copy, no callback into the server from
+ * inside llhttp: the caller decides when to feed again, which is how pausing a body works),
+ * and the end is NET__PARSE_END. A message without a body is one NET__PARSE_MESSAGE as usual.
+ * After a span, llhttp may need to run with no input to reach on_message_complete (the last
+ * Content-Length byte): `kick` tells the caller to feed zero bytes. Trailer fields of a streamed
+ * message are checked and counted against header_max but not stored (the head is already with
+ * the handler and must not move). body_max counts streamed bytes too (413).
+ *
+ * Request objects are reused: a finished request comes back with net__parser_recycle and the
+ * next message is read into it, buffers included (no allocation per keep-alive request).
  */
 #include <string.h>
 #include <strings.h>
@@ -75,8 +88,24 @@ net__parser_cleanup(net__parser *ps)
 {
     net__request_free(ps->msg);
     net__request_free(ps->done);
+    net__request_free(ps->spare);
     ps->msg = NULL;
     ps->done = NULL;
+    ps->spare = NULL;
+}
+
+void
+net__parser_recycle(net__parser *ps, net_request *req)
+{
+    if (req == NULL) {
+        return;
+    }
+    if (ps->spare != NULL) {
+        net__request_free(req);
+        return;
+    }
+    net__request_reset(req);
+    ps->spare = req;
 }
 
 /* fail records the status to answer and makes llhttp stop (HPE_USER from data callbacks, -1
@@ -175,6 +204,13 @@ on_message_begin(llhttp_t *p)
     ps->te_chunked_only = true;
     ps->expect_continue = ps->expect_other = false;
     ps->field_open = ps->value_open = false;
+    ps->head_taken = false;
+    ps->body_seen = 0;
+    ps->trailer_raw = 0;
+    if (ps->msg == NULL && ps->spare != NULL) {
+        ps->msg = ps->spare;
+        ps->spare = NULL;
+    }
     if (ps->msg == NULL) {
         ps->msg = dbao_calloc(1, sizeof *ps->msg);
         if (ps->msg == NULL) {
@@ -197,11 +233,26 @@ on_url_complete(llhttp_t *p)
     return head_nul(ps_of(p));
 }
 
+/* trailer_count counts the bytes of a streamed message's trailer section (not stored). */
+static int
+trailer_count(net__parser *ps, size_t len)
+{
+    ps->trailer_raw += len;
+    if (ps->trailer_raw > ps->lim.header_max) {
+        fail(ps, 431, "trailer section larger than the limit");
+        return HPE_USER;
+    }
+    return 0;
+}
+
 static int
 on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     net__parser *ps = ps_of(p);
     net_request *m = ps->msg;
+    if (ps->head_taken) {
+        return trailer_count(ps, len);
+    }
     if (!ps->field_open) {
         if (m->num_hdrs >= ps->lim.headers_num_max) {
             fail(ps, 431, "too many header fields");
@@ -229,6 +280,9 @@ on_header_field_complete(llhttp_t *p)
 {
     net__parser *ps = ps_of(p);
     net_request *m = ps->msg;
+    if (ps->head_taken) {
+        return 0;
+    }
     ps->field_open = false;
     /* RFC 9112 5.1: no white space between name and colon (llhttp 8.1 lets it by). */
     for (size_t i = m->hdrs[m->num_hdrs].name_off; i < m->head_len; i++) {
@@ -258,6 +312,9 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
             return HPE_USER;
         }
     }
+    if (ps->head_taken) {
+        return trailer_count(ps, len);
+    }
     return head_put(ps, at, len) == 0 ? 0 : HPE_USER;
 }
 
@@ -272,6 +329,9 @@ on_header_value_complete(llhttp_t *p)
 {
     net__parser *ps = ps_of(p);
     net_request *m = ps->msg;
+    if (ps->head_taken) {
+        return 0;
+    }
     if (!ps->value_open) {
         /* A value without a name cannot happen with llhttp; be safe anyway. */
         return fail(ps, 400, "header value without a name");
@@ -356,18 +416,57 @@ on_headers_complete(llhttp_t *p)
     }
     /* Upgrade (e.g. h2c) is not offered: serve the request as HTTP/1.1. */
     p->upgrade = 0;
+    m->method = p->method;
+    m->method_name = llhttp_method_name((llhttp_method_t) p->method);
+    m->http_minor = p->http_minor;
+    m->keep_alive = llhttp_should_keep_alive(p) != 0;
+    m->expect_continue = ps->expect_continue;
+    m->content_length = (p->flags & F_CHUNKED)          ? -1
+                        : (p->flags & F_CONTENT_LENGTH) ? (int64_t) p->content_length
+                                                        : 0;
+    /* Split the target into NUL-terminated path and query copies. */
+    size_t tlen = strlen(m->head + m->target_off);
+    size_t qpos = strcspn(m->head + m->target_off, "?");
+    m->path_off = m->head_len;
+    if (head_put_self(ps, m->target_off, qpos) != 0 || head_nul(ps) != 0) {
+        return -1;
+    }
+    m->query_off = m->head_len;
+    if (qpos < tlen) {
+        if (head_put_self(ps, m->target_off + qpos + 1, tlen - qpos - 1) != 0) {
+            return -1;
+        }
+    }
+    if (head_nul(ps) != 0) {
+        return -1;
+    }
+    m->body_len = 0;
+    ps->phase = NET__PHASE_BODY;
+    if (ps->stream) {
+        ps->want_continue = false; /* the server sends it when the body is asked for */
+        if (!has_body) {
+            return 0; /* on_message_complete follows at once: one NET__PARSE_MESSAGE */
+        }
+        ps->done = m;
+        ps->msg = NULL;
+        ps->head_taken = true;
+        ps->ev = NET__PARSE_HEAD;
+        return HPE_PAUSED;
+    }
     size_t cap = 64;
     if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED)) {
         cap = (size_t) p->content_length + 1;
     }
-    m->body = dbao_malloc(cap);
-    if (m->body == NULL) {
-        return fail(ps, 500, "out of memory");
+    if (m->body == NULL || m->body_cap < cap) {
+        dbao_free(m->body);
+        m->body_cap = 0;
+        m->body = dbao_malloc(cap);
+        if (m->body == NULL) {
+            return fail(ps, 500, "out of memory");
+        }
+        m->body_cap = cap;
     }
-    m->body_cap = cap;
-    m->body_len = 0;
     ps->want_continue = ps->expect_continue && has_body && p->http_minor == 1;
-    ps->phase = NET__PHASE_BODY;
     return 0;
 }
 
@@ -376,6 +475,20 @@ on_body(llhttp_t *p, const char *at, size_t len)
 {
     net__parser *ps = ps_of(p);
     net_request *m = ps->msg;
+    if (ps->stream) {
+        if (len > ps->lim.body_max - ps->body_seen) {
+            fail(ps, 413, "body larger than the limit");
+            return HPE_USER;
+        }
+        if (len == 0) {
+            return 0;
+        }
+        ps->body_seen += len;
+        ps->span = at;
+        ps->span_len = len;
+        ps->ev = NET__PARSE_BODY;
+        return HPE_PAUSED;
+    }
     if (len > ps->lim.body_max - m->body_len) {
         fail(ps, 413, "body larger than the limit");
         return HPE_USER;
@@ -406,27 +519,16 @@ on_message_complete(llhttp_t *p)
 {
     net__parser *ps = ps_of(p);
     net_request *m = ps->msg;
-    m->method = p->method;
-    m->method_name = llhttp_method_name((llhttp_method_t) p->method);
-    m->http_minor = p->http_minor;
-    m->keep_alive = llhttp_should_keep_alive(p) != 0;
-    m->body[m->body_len] = '\0';
-    /* Split the target into NUL-terminated path and query copies. */
-    size_t tlen = strlen(m->head + m->target_off);
-    size_t qpos = strcspn(m->head + m->target_off, "?");
-    m->path_off = m->head_len;
-    if (head_put_self(ps, m->target_off, qpos) != 0 || head_nul(ps) != 0) {
-        return -1;
+    if (ps->head_taken) {
+        ps->head_taken = false;
+        ps->phase = NET__PHASE_IDLE;
+        ps->ev = NET__PARSE_END;
+        return HPE_PAUSED;
     }
-    m->query_off = m->head_len;
-    if (qpos < tlen) {
-        if (head_put_self(ps, m->target_off + qpos + 1, tlen - qpos - 1) != 0) {
-            return -1;
-        }
+    if (m->body != NULL) {
+        m->body[m->body_len] = '\0';
     }
-    if (head_nul(ps) != 0) {
-        return -1;
-    }
+    ps->ev = NET__PARSE_MESSAGE;
     ps->done = m;
     ps->msg = NULL;
     ps->phase = NET__PHASE_IDLE;
@@ -442,7 +544,16 @@ net__parser_feed(net__parser *ps, const char *data, size_t len, size_t *consumed
     if (ps->failed) {
         return NET__PARSE_ERROR;
     }
-    while (off < len) {
+    bool kick = ps->kick;
+    if (kick) {
+        ps->kick = false;
+        llhttp_resume(&ps->http);
+    }
+    if (data == NULL) {
+        data = "";
+    }
+    while (off < len || kick) {
+        kick = false;
         size_t n = len - off;
         bool in_head = ps->phase != NET__PHASE_BODY;
         if (in_head && ps->phase == NET__PHASE_HEAD) {
@@ -473,9 +584,14 @@ net__parser_feed(net__parser *ps, const char *data, size_t len, size_t *consumed
             ps->head_raw += used;
         }
         off += used;
+        if (e == HPE_PAUSED && ps->ev != NET__PARSE_MESSAGE && ps->ev != NET__PARSE_HEAD) {
+            ps->kick = true; /* BODY or END: resume on the next feed */
+            *consumed = off;
+            return ps->ev;
+        }
         if (ps->done != NULL) {
             *consumed = off;
-            return NET__PARSE_MESSAGE;
+            return ps->ev == NET__PARSE_HEAD ? NET__PARSE_HEAD : NET__PARSE_MESSAGE;
         }
         if (ps->phase == NET__PHASE_HEAD && ps->head_raw >= ps->lim.header_max) {
             fail(ps, 431, "request header section larger than the limit");

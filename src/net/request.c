@@ -1,7 +1,8 @@
 /* request.c: the request object's accessors and the response writer.
  *
  * A response is serialised in full by net_request_respond on the responding thread (which is
- * often not the loop thread), into one buffer:
+ * often not the loop thread), into one buffer (the request's, reused across the keep-alive
+ * requests of a connection):
  *
  *   HTTP/1.1 <status> <reason>\r\n
  *   Date: <IMF-fixdate>\r\n
@@ -17,7 +18,9 @@
  * after which the server cannot trust the framing, or if the server is stopping; the worker
  * also forces "close" itself by replacing the response for protocol errors.
  *
- * Date is formatted once per second per thread (a thread-local cache).
+ * Date is formatted once per second per thread (a thread-local cache). The head is written by
+ * hand (net__head_write), not with snprintf: this runs once per request on the hot path, and
+ * the format is fixed. Streamed responses (server.c) use the same head writer.
  */
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +41,40 @@ net__request_free(net_request *req)
     dbao_free(req->xhdr);
     dbao_free(req->resp);
     dbao_free(req);
+}
+
+#define NET__KEEP_MAX (64 * 1024) /* larger buffers are not kept for the next request */
+
+void
+net__request_reset(net_request *req)
+{
+    char *head = req->head, *xhdr = req->xhdr, *resp = req->resp;
+    size_t head_cap = req->head_cap, xhdr_cap = req->xhdr_cap, resp_cap = req->resp_cap;
+    net__hdr *hdrs = req->hdrs;
+    size_t hdrs_cap = req->hdrs_cap;
+    uint8_t *body = req->body;
+    size_t body_cap = req->body_cap;
+    if (body_cap > NET__KEEP_MAX) {
+        dbao_free(body);
+        body = NULL;
+        body_cap = 0;
+    }
+    if (resp_cap > NET__KEEP_MAX) {
+        dbao_free(resp);
+        resp = NULL;
+        resp_cap = 0;
+    }
+    memset(req, 0, sizeof *req);
+    req->head = head;
+    req->head_cap = head_cap;
+    req->xhdr = xhdr;
+    req->xhdr_cap = xhdr_cap;
+    req->resp = resp;
+    req->resp_cap = resp_cap;
+    req->hdrs = hdrs;
+    req->hdrs_cap = hdrs_cap;
+    req->body = body;
+    req->body_cap = body_cap;
 }
 
 const char *
@@ -92,7 +129,7 @@ const uint8_t *
 net_request_body(const net_request *req, size_t *len)
 {
     *len = req->body_len;
-    return req->body;
+    return req->body != NULL ? req->body : (const uint8_t *) "";
 }
 
 const net_peer *
@@ -115,12 +152,32 @@ is_tchar(unsigned char c)
 }
 
 int
+net__xhdr_append(net_request *req, const char *data, size_t len)
+{
+    if (req->xhdr_len + len > req->xhdr_cap) {
+        size_t nc = req->xhdr_cap ? req->xhdr_cap * 2 : 256;
+        while (nc < req->xhdr_len + len) {
+            nc *= 2;
+        }
+        char *nb = dbao_realloc(req->xhdr, nc);
+        if (nb == NULL) {
+            return DBAO_ENOMEM;
+        }
+        req->xhdr = nb;
+        req->xhdr_cap = nc;
+    }
+    memcpy(req->xhdr + req->xhdr_len, data, len);
+    req->xhdr_len += len;
+    return 0;
+}
+
+int
 net_request_add_header(net_request *req, const char *name, const char *value)
 {
     static const char *const reserved[] = {"content-length", "content-type", "connection", "date",
                                            "transfer-encoding"};
     size_t nl = strlen(name), vl = strlen(value);
-    if (nl == 0 || nl > 256 || vl > 8192) {
+    if (req->rstate != NET__R_NONE || nl == 0 || nl > 256 || vl > 8192) {
         return DBAO_EINVAL;
     }
     for (size_t i = 0; i < nl; i++) {
@@ -228,7 +285,8 @@ net_status_reason(int status)
     }
 }
 
-/* date_now returns "Sun, 06 Nov 1994 08:49:37 GMT" for the current second (thread-local). */
+/* date_now returns "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes) for the current second
+ * (thread-local cache). */
 static const char *
 date_now(void)
 {
@@ -244,47 +302,117 @@ date_now(void)
     return cached;
 }
 
+static char *
+put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUTS(p, lit) put((p), (lit), sizeof(lit) - 1)
+
+/* put_dec writes v in decimal. */
+static char *
+put_dec(char *p, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0) {
+        *p++ = tmp[--n];
+    }
+    return p;
+}
+
+size_t
+net__head_max(size_t ct_len, const net_request *req)
+{
+    return 256 + ct_len + req->xhdr_len;
+}
+
+bool
+net__content_type_ok(const char *ct, size_t *out_len)
+{
+    size_t n = strlen(ct);
+    if (n > 256) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char) ct[i];
+        if (c < 0x20 || c == 0x7f) {
+            return false;
+        }
+    }
+    *out_len = n;
+    return true;
+}
+
+char *
+net__head_write(char *p, const net_request *req, int status, const char *ct, size_t ct_len,
+                int64_t content_length, bool chunked, const char *conn, size_t conn_len)
+{
+    p = PUTS(p, "HTTP/1.1 ");
+    *p++ = (char) ('0' + status / 100);
+    *p++ = (char) ('0' + status / 10 % 10);
+    *p++ = (char) ('0' + status % 10);
+    *p++ = ' ';
+    const char *reason = net_status_reason(status);
+    p = put(p, reason, strlen(reason));
+    p = PUTS(p, "\r\nDate: ");
+    p = put(p, date_now(), 29);
+    p = PUTS(p, "\r\n");
+    if (ct != NULL) {
+        p = PUTS(p, "Content-Type: ");
+        p = put(p, ct, ct_len);
+        p = PUTS(p, "\r\n");
+    }
+    if (content_length >= 0) {
+        p = PUTS(p, "Content-Length: ");
+        p = put_dec(p, (uint64_t) content_length);
+        p = PUTS(p, "\r\n");
+    }
+    if (chunked) {
+        p = PUTS(p, "Transfer-Encoding: chunked\r\n");
+    }
+    p = put(p, conn, conn_len);
+    if (req->xhdr_len > 0) {
+        p = put(p, req->xhdr, req->xhdr_len);
+    }
+    return PUTS(p, "\r\n");
+}
+
 int
 net__response_build(net_request *req, int status, const char *content_type, const void *body,
                     size_t body_len, bool close, bool head_only)
 {
-    char head[512];
-    const char *conn = close ? "Connection: close\r\n"
-                             : (req->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
-    char ct[300] = "";
-    if (content_type != NULL) {
-        size_t cl = strlen(content_type);
-        for (size_t i = 0; i < cl; i++) {
-            unsigned char c = (unsigned char) content_type[i];
-            if (c < 0x20 || c == 0x7f || cl > 256) {
-                return DBAO_EINVAL;
-            }
-        }
-        snprintf(ct, sizeof ct, "Content-Type: %s\r\n", content_type);
-    }
-    int hl =
-        snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nDate: %s\r\n%sContent-Length: %zu\r\n%s",
-                 status, net_status_reason(status), date_now(), ct, body_len, conn);
-    if (hl < 0 || (size_t) hl >= sizeof head) {
+    static const char c_close[] = "Connection: close\r\n";
+    static const char c_keep[] = "Connection: keep-alive\r\n";
+    const char *conn = close ? c_close : (req->http_minor == 0 ? c_keep : "");
+    size_t conn_len = close ? sizeof c_close - 1 : (req->http_minor == 0 ? sizeof c_keep - 1 : 0);
+    size_t ct_len = 0;
+    if (content_type != NULL && !net__content_type_ok(content_type, &ct_len)) {
         return DBAO_EINVAL;
     }
     size_t blen = head_only ? 0 : body_len;
-    size_t total = (size_t) hl + req->xhdr_len + 2 + blen;
-    char *out = dbao_malloc(total);
-    if (out == NULL) {
-        return DBAO_ENOMEM;
+    size_t need = net__head_max(ct_len, req) + blen;
+    if (need > req->resp_cap) {
+        char *out = dbao_malloc(need);
+        if (out == NULL) {
+            return DBAO_ENOMEM;
+        }
+        dbao_free(req->resp);
+        req->resp = out;
+        req->resp_cap = need;
     }
-    memcpy(out, head, (size_t) hl);
-    if (req->xhdr_len > 0) {
-        memcpy(out + hl, req->xhdr, req->xhdr_len);
-    }
-    memcpy(out + hl + req->xhdr_len, "\r\n", 2);
+    char *p = net__head_write(req->resp, req, status, content_type, ct_len, (int64_t) body_len,
+                              false, conn, conn_len);
     if (blen > 0) {
-        memcpy(out + hl + req->xhdr_len + 2, body, blen);
+        p = put(p, body, blen);
     }
-    dbao_free(req->resp);
-    req->resp = out;
-    req->resp_len = total;
+    req->resp_len = (size_t) (p - req->resp);
     req->resp_close = close;
     req->resp_status = status;
     return 0;

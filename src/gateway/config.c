@@ -1,0 +1,1037 @@
+/* config.c: the gateway's YAML configuration (libyaml document API) mapped onto gw_config.
+ *
+ * The file is loaded as one libyaml document and walked by hand against a fixed schema
+ * (docs/gateway.md, "Configuration reference"). Checking is strict, because a typo in a
+ * gateway configuration silently routes traffic somewhere else: unknown keys, duplicate keys,
+ * wrong node kinds, quoted numbers, negative or suffixed numbers ("10x"), out-of-range values,
+ * missing required values, unknown clusters referenced by routes, duplicate names, bad
+ * addresses, empty endpoint lists, half TLS pairs, more than 64 listeners or 1024 routes, YAML
+ * aliases (each node must be visited once: this also defeats "billion laughs") and more than
+ * one document. Every error names the file and line: "gateway.yaml:12: unknown key 'timeuot'
+ * in cluster 'api'".
+ *
+ * Scalars: integers are plain (unquoted) decimal digits; booleans are plain true/false;
+ * durations are integers (milliseconds) or a number with a unit ms, s, m, h ("500ms", "2s");
+ * sizes are integers (bytes) or a number with k, m, g (KiB, MiB, GiB multiples; "16k").
+ * Strings may be plain or quoted, but a plain null (~, null, empty) is not a string.
+ *
+ * Relative file paths (TLS certificate, key, client CA, access_log) are resolved against the
+ * directory of the configuration file (the `name` given to gw_config_parse is treated as its
+ * path). Ownership: a gw_config owns every string and array it points to; gw_config_free frees
+ * it all, and also frees a partly built one (arrays are zeroed and their counts set as soon
+ * as they are allocated).
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#include "dengbao/gateway.h"
+#include "internal.h"
+
+#define MAX_LISTENERS 64
+#define MAX_ROUTES    1024
+#define MAX_CLUSTERS  1024
+#define MAX_ENDPOINTS 1024
+#define MAX_TRUSTED   1024
+#define MAX_STR       4096
+#define MAX_FILE      (4u << 20)
+
+/* ---- units ---- */
+
+static int
+parse_num_unit(const char *s, uint64_t *num, const char **unit)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9')
+        return DBAO_EFORMAT;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return DBAO_EFORMAT;
+        v = v * 10 + (uint64_t) (*p - '0');
+    }
+    *num = v;
+    *unit = p;
+    return 0;
+}
+
+static int
+mul_check(uint64_t v, uint64_t m, uint64_t *out)
+{
+    if (m != 0 && v > UINT64_MAX / m)
+        return DBAO_EFORMAT;
+    *out = v * m;
+    return 0;
+}
+
+int
+gw_parse_duration_ms(const char *s, uint64_t *out)
+{
+    uint64_t v;
+    const char *u;
+    if (s == NULL || parse_num_unit(s, &v, &u) != 0)
+        return DBAO_EFORMAT;
+    if (*u == '\0' || strcmp(u, "ms") == 0)
+        return mul_check(v, 1, out);
+    if (strcmp(u, "s") == 0)
+        return mul_check(v, 1000, out);
+    if (strcmp(u, "m") == 0)
+        return mul_check(v, 60000, out);
+    if (strcmp(u, "h") == 0)
+        return mul_check(v, 3600000, out);
+    return DBAO_EFORMAT;
+}
+
+int
+gw_parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v;
+    const char *u;
+    if (s == NULL || parse_num_unit(s, &v, &u) != 0)
+        return DBAO_EFORMAT;
+    if (*u == '\0')
+        return mul_check(v, 1, out);
+    if (u[1] != '\0')
+        return DBAO_EFORMAT;
+    switch (*u) {
+    case 'k':
+    case 'K':
+        return mul_check(v, 1ull << 10, out);
+    case 'm':
+    case 'M':
+        return mul_check(v, 1ull << 20, out);
+    case 'g':
+    case 'G':
+        return mul_check(v, 1ull << 30, out);
+    default:
+        return DBAO_EFORMAT;
+    }
+}
+
+/* ---- parser state and error reporting ---- */
+
+typedef struct P {
+    const char *name;
+    const char *base_dir; /* NULL: paths stay as written */
+    size_t base_len;
+    yaml_document_t *doc;
+    uint8_t *seen; /* one byte per node: visited */
+    size_t num_nodes;
+    dbao_err *err;
+} P;
+
+static unsigned long
+line_of(const yaml_node_t *n)
+{
+    return n ? (unsigned long) n->start_mark.line + 1 : 0;
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static int
+fail(P *p, int code, const yaml_node_t *n, const char *fmt, ...)
+{
+    char msg[DBAO_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return dbao_err_set(p->err, code, "%s:%lu: %s", p->name, line_of(n), msg);
+}
+
+static int
+oom(P *p)
+{
+    return dbao_err_set(p->err, DBAO_ENOMEM, "%s: out of memory", p->name);
+}
+
+/* node fetches node `id` and marks it visited: a node reached twice is an alias */
+static int
+node(P *p, int id, const yaml_node_t *parent, yaml_node_t **out)
+{
+    yaml_node_t *n = yaml_document_get_node(p->doc, id);
+    if (n == NULL)
+        return fail(p, DBAO_EFORMAT, parent, "bad node");
+    size_t i = (size_t) (n - p->doc->nodes.start);
+    if (i >= p->num_nodes)
+        return fail(p, DBAO_EFORMAT, parent, "bad node");
+    if (p->seen[i])
+        return fail(p, DBAO_EFORMAT, n, "yaml aliases are not supported");
+    p->seen[i] = 1;
+    *out = n;
+    return 0;
+}
+
+static const char *
+sval(const yaml_node_t *n)
+{
+    return (const char *) n->data.scalar.value;
+}
+
+static bool
+plain(const yaml_node_t *n)
+{
+    return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+}
+
+static bool
+is_null(const yaml_node_t *n)
+{
+    if (n->type != YAML_SCALAR_NODE || !plain(n))
+        return false;
+    const char *v = sval(n);
+    return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
+           strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
+}
+
+static int
+want_scalar(P *p, const yaml_node_t *n, const char *key, const char *what)
+{
+    if (n->type != YAML_SCALAR_NODE || is_null(n))
+        return fail(p, DBAO_EFORMAT, n, "'%s' must be %s", key, what);
+    if (strlen(sval(n)) != n->data.scalar.length || n->data.scalar.length > MAX_STR)
+        return fail(p, DBAO_EFORMAT, n, "'%s': bad or too long value", key);
+    return 0;
+}
+
+static int
+get_str(P *p, const yaml_node_t *n, const char *key, char **out)
+{
+    int rc = want_scalar(p, n, key, "a string");
+    if (rc != 0)
+        return rc;
+    if (sval(n)[0] == '\0')
+        return fail(p, DBAO_EFORMAT, n, "'%s' must not be empty", key);
+    free(*out);
+    *out = strdup(sval(n));
+    return *out ? 0 : oom(p);
+}
+
+static int
+get_uint(P *p, const yaml_node_t *n, const char *key, uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *u = NULL;
+    int rc = want_scalar(p, n, key, "an integer");
+    if (rc != 0)
+        return rc;
+    if (!plain(n) || parse_num_unit(sval(n), &v, &u) != 0 || *u != '\0')
+        return fail(p, DBAO_EFORMAT, n, "'%s' must be an integer, not '%s'", key, sval(n));
+    if (v < min || v > max)
+        return fail(p, DBAO_EFORMAT, n, "'%s' must be between %llu and %llu", key,
+                    (unsigned long long) min, (unsigned long long) max);
+    *out = v;
+    return 0;
+}
+
+static int
+get_unsigned(P *p, const yaml_node_t *n, const char *key, unsigned min, unsigned max, unsigned *out)
+{
+    uint64_t v;
+    int rc = get_uint(p, n, key, min, max, &v);
+    if (rc == 0)
+        *out = (unsigned) v;
+    return rc;
+}
+
+static int
+get_bool(P *p, const yaml_node_t *n, const char *key, bool *out)
+{
+    if (n->type == YAML_SCALAR_NODE && plain(n)) {
+        if (strcmp(sval(n), "true") == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(sval(n), "false") == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return fail(p, DBAO_EFORMAT, n, "'%s' must be true or false", key);
+}
+
+static int
+get_duration(P *p, const yaml_node_t *n, const char *key, uint32_t min, uint32_t *out)
+{
+    uint64_t v;
+    int rc = want_scalar(p, n, key, "a duration");
+    if (rc != 0)
+        return rc;
+    if (gw_parse_duration_ms(sval(n), &v) != 0)
+        return fail(p, DBAO_EFORMAT, n,
+                    "'%s' must be a duration (milliseconds or \"500ms\", \"2s\", \"1m\"), not "
+                    "'%s'",
+                    key, sval(n));
+    if (v < min || v > UINT32_MAX)
+        return fail(p, DBAO_EFORMAT, n, "'%s' is out of range", key);
+    *out = (uint32_t) v;
+    return 0;
+}
+
+static int
+get_size(P *p, const yaml_node_t *n, const char *key, size_t *out)
+{
+    uint64_t v;
+    int rc = want_scalar(p, n, key, "a size");
+    if (rc != 0)
+        return rc;
+    if (gw_parse_size(sval(n), &v) != 0)
+        return fail(p, DBAO_EFORMAT, n, "'%s' must be a size (bytes or \"16k\", \"1m\"), not '%s'",
+                    key, sval(n));
+    if (v < 1 || v > (uint64_t) SIZE_MAX / 2 || v > (1ull << 40))
+        return fail(p, DBAO_EFORMAT, n, "'%s' is out of range", key);
+    *out = (size_t) v;
+    return 0;
+}
+
+static int
+get_addr(P *p, const yaml_node_t *n, const char *key, bool port_required, gw_addr *out)
+{
+    int rc = want_scalar(p, n, key, "an address");
+    if (rc != 0)
+        return rc;
+    if (gw_parse_addr(sval(n), out) != 0)
+        return fail(p, DBAO_EFORMAT, n,
+                    "'%s': bad address '%s' (want numeric \"host:port\" or \"[v6]:port\")", key,
+                    sval(n));
+    if (port_required && out->port == 0)
+        return fail(p, DBAO_EFORMAT, n, "'%s': port 0 in '%s'", key, sval(n));
+    return 0;
+}
+
+static int
+get_path(P *p, const yaml_node_t *n, const char *key, char **out)
+{
+    char *s = NULL;
+    int rc = get_str(p, n, key, &s);
+    if (rc != 0)
+        return rc;
+    free(*out);
+    *out = NULL;
+    if (s[0] == '/' || p->base_dir == NULL || strcmp(s, "-") == 0) {
+        *out = s;
+        return 0;
+    }
+    size_t sl = strlen(s);
+    char *r = malloc(p->base_len + 1 + sl + 1);
+    if (r == NULL) {
+        free(s);
+        return oom(p);
+    }
+    memcpy(r, p->base_dir, p->base_len);
+    r[p->base_len] = '/';
+    memcpy(r + p->base_len + 1, s, sl + 1);
+    free(s);
+    *out = r;
+    return 0;
+}
+
+/* fields matches a mapping's keys against `keys` (n <= 16), storing the value nodes in vals
+ * (NULL for absent keys); unknown and duplicate keys are errors mentioning `ctx`. */
+static int
+fields(P *p, const yaml_node_t *m, const char *what, const char *ctx, const char *const *keys,
+       size_t nk, yaml_node_t **vals)
+{
+    for (size_t k = 0; k < nk; k++)
+        vals[k] = NULL;
+    if (m->type != YAML_MAPPING_NODE)
+        return fail(p, DBAO_EFORMAT, m, "%s must be a mapping%s%s", what, ctx[0] ? " in " : "",
+                    ctx);
+    for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
+        yaml_node_t *kn, *vn;
+        int rc = node(p, pr->key, m, &kn);
+        if (rc != 0)
+            return rc;
+        if (kn->type != YAML_SCALAR_NODE)
+            return fail(p, DBAO_EFORMAT, kn, "keys must be strings%s%s", ctx[0] ? " in " : "", ctx);
+        size_t k = 0;
+        while (k < nk && strcmp(keys[k], sval(kn)) != 0)
+            k++;
+        if (k == nk)
+            return fail(p, DBAO_EFORMAT, kn, "unknown key '%.64s'%s%s", sval(kn),
+                        ctx[0] ? " in " : "", ctx);
+        if (vals[k] != NULL)
+            return fail(p, DBAO_EFORMAT, kn, "duplicate key '%s'%s%s", keys[k],
+                        ctx[0] ? " in " : "", ctx);
+        rc = node(p, pr->value, m, &vn);
+        if (rc != 0)
+            return rc;
+        vals[k] = vn;
+    }
+    return 0;
+}
+
+/* peek_name reads a mapping's "name" scalar without visiting it (for error contexts) */
+static const char *
+peek_name(P *p, const yaml_node_t *m)
+{
+    if (m->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
+        yaml_node_t *v = yaml_document_get_node(p->doc, pr->value);
+        if (k && v && k->type == YAML_SCALAR_NODE && strcmp(sval(k), "name") == 0 &&
+            v->type == YAML_SCALAR_NODE)
+            return sval(v);
+    }
+    return NULL;
+}
+
+static int
+sequence(P *p, const yaml_node_t *n, const char *key, size_t min, size_t max, size_t *count)
+{
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail(p, DBAO_EFORMAT, n, "'%s' must be a list", key);
+    size_t c = (size_t) (n->data.sequence.items.top - n->data.sequence.items.start);
+    if (c < min)
+        return fail(p, DBAO_EFORMAT, n, "'%s' must not be empty", key);
+    if (c > max)
+        return fail(p, DBAO_EFORMAT, n, "'%s': more than %zu entries", key, max);
+    *count = c;
+    return 0;
+}
+
+/* ---- defaults ---- */
+
+static void
+config_defaults(gw_config *c)
+{
+    c->workers = 1;
+    c->header_max = 16 * 1024;
+    c->headers_num_max = 100;
+    c->body_max = 16 * 1024 * 1024;
+    c->header_timeout_ms = 10000;
+    c->body_timeout_ms = 60000;
+    c->idle_timeout_ms = 60000;
+    c->drain_timeout_ms = 10000;
+}
+
+static int
+cluster_defaults(gw_cluster *k)
+{
+    k->balance = GW_BALANCE_ROUND_ROBIN;
+    k->keepalive = 64;
+    k->max_conns = 0;
+    k->connect_timeout_ms = 2000;
+    k->read_timeout_ms = 30000;
+    k->idle_timeout_ms = 60000;
+    k->retries = 1;
+    k->health.enabled = false;
+    k->health.path = strdup("/healthz");
+    k->health.interval_ms = 2000;
+    k->health.timeout_ms = 1000;
+    k->health.healthy_threshold = 2;
+    k->health.unhealthy_threshold = 3;
+    k->health.passive_failures = 5;
+    k->health.passive_eject_ms = 10000;
+    return k->health.path ? 0 : DBAO_ENOMEM;
+}
+
+/* ---- sections ---- */
+
+static int
+parse_tls(P *p, const yaml_node_t *n, gw_listener *l, const char *ctx)
+{
+    static const char *const keys[] = {"cert", "key", "client_ca", "client_verify"};
+    yaml_node_t *v[4];
+    int rc = fields(p, n, "'tls'", ctx, keys, 4, v);
+    if (rc == 0 && v[0])
+        rc = get_path(p, v[0], "cert", &l->tls_cert);
+    if (rc == 0 && v[1])
+        rc = get_path(p, v[1], "key", &l->tls_key);
+    if (rc == 0 && v[2])
+        rc = get_path(p, v[2], "client_ca", &l->tls_client_ca);
+    if (rc != 0)
+        return rc;
+    if (!l->tls_cert || !l->tls_key)
+        return fail(p, DBAO_EFORMAT, n, "'tls' needs both 'cert' and 'key' in %s", ctx);
+    if (l->tls_client_ca)
+        l->client_verify = NET_CLIENT_VERIFY_OPTIONAL;
+    if (v[3]) {
+        if (v[3]->type != YAML_SCALAR_NODE ||
+            (strcmp(sval(v[3]), "optional") != 0 && strcmp(sval(v[3]), "require") != 0))
+            return fail(p, DBAO_EFORMAT, v[3], "'client_verify' must be optional or require");
+        if (!l->tls_client_ca)
+            return fail(p, DBAO_EFORMAT, v[3], "'client_verify' needs 'client_ca' in %s", ctx);
+        l->client_verify = strcmp(sval(v[3]), "require") == 0 ? NET_CLIENT_VERIFY_REQUIRE
+                                                              : NET_CLIENT_VERIFY_OPTIONAL;
+    }
+    return 0;
+}
+
+static int
+parse_listeners(P *p, const yaml_node_t *n, gw_config *c)
+{
+    size_t cnt = 0;
+    int rc = sequence(p, n, "listeners", 1, MAX_LISTENERS, &cnt);
+    if (rc != 0)
+        return rc;
+    c->listeners = calloc(cnt, sizeof(*c->listeners));
+    if (c->listeners == NULL)
+        return oom(p);
+    c->num_listeners = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        static const char *const keys[] = {"listen", "tls"};
+        yaml_node_t *item, *v[2];
+        char ctx[48];
+        snprintf(ctx, sizeof(ctx), "listener %zu", i + 1);
+        gw_listener *l = &c->listeners[i];
+        if ((rc = node(p, n->data.sequence.items.start[i], n, &item)) != 0 ||
+            (rc = fields(p, item, "a listener", ctx, keys, 2, v)) != 0)
+            return rc;
+        if (!v[0])
+            return fail(p, DBAO_EFORMAT, item, "missing 'listen' in %s", ctx);
+        if ((rc = get_addr(p, v[0], "listen", false, &l->addr)) != 0)
+            return rc;
+        if (v[1] && (rc = parse_tls(p, v[1], l, ctx)) != 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (c->listeners[j].addr.port == l->addr.port && l->addr.port != 0 &&
+                strcmp(c->listeners[j].addr.host, l->addr.host) == 0)
+                return fail(p, DBAO_EFORMAT, v[0], "duplicate listener address");
+    }
+    return 0;
+}
+
+static int
+parse_health(P *p, const yaml_node_t *n, gw_health_opts *h, const char *ctx)
+{
+    static const char *const keys[] = {"enabled", "path",      "interval",         "timeout",
+                                       "healthy", "unhealthy", "passive_failures", "passive_eject"};
+    yaml_node_t *v[8];
+    int rc = fields(p, n, "'health'", ctx, keys, 8, v);
+    if (rc != 0)
+        return rc;
+    h->enabled = v[1] != NULL || v[2] != NULL;
+    if (v[0] && (rc = get_bool(p, v[0], "enabled", &h->enabled)) != 0)
+        return rc;
+    if (v[1]) {
+        if ((rc = get_str(p, v[1], "path", &h->path)) != 0)
+            return rc;
+        if (h->path[0] != '/')
+            return fail(p, DBAO_EFORMAT, v[1], "'path' must start with '/' in %s", ctx);
+    }
+    if ((v[2] && (rc = get_duration(p, v[2], "interval", 1, &h->interval_ms)) != 0) ||
+        (v[3] && (rc = get_duration(p, v[3], "timeout", 1, &h->timeout_ms)) != 0) ||
+        (v[4] && (rc = get_unsigned(p, v[4], "healthy", 1, 1000, &h->healthy_threshold)) != 0) ||
+        (v[5] &&
+         (rc = get_unsigned(p, v[5], "unhealthy", 1, 1000, &h->unhealthy_threshold)) != 0) ||
+        (v[6] &&
+         (rc = get_unsigned(p, v[6], "passive_failures", 0, 100000, &h->passive_failures)) != 0) ||
+        (v[7] && (rc = get_duration(p, v[7], "passive_eject", 1, &h->passive_eject_ms)) != 0))
+        return rc;
+    return 0;
+}
+
+static int
+parse_cluster(P *p, const yaml_node_t *item, gw_cluster *k, size_t idx)
+{
+    static const char *const keys[] = {"name",      "endpoints", "balance", "keepalive",
+                                       "max_conns", "timeouts",  "retries", "health"};
+    yaml_node_t *v[8];
+    char ctx[96];
+    const char *nm = peek_name(p, item);
+    if (nm)
+        snprintf(ctx, sizeof(ctx), "cluster '%.64s'", nm);
+    else
+        snprintf(ctx, sizeof(ctx), "cluster %zu", idx + 1);
+    int rc = cluster_defaults(k);
+    if (rc != 0)
+        return oom(p);
+    if ((rc = fields(p, item, "a cluster", ctx, keys, 8, v)) != 0)
+        return rc;
+    if (!v[0])
+        return fail(p, DBAO_EFORMAT, item, "missing 'name' in %s", ctx);
+    if ((rc = get_str(p, v[0], "name", &k->name)) != 0)
+        return rc;
+    if (!v[1])
+        return fail(p, DBAO_EFORMAT, item, "missing 'endpoints' in %s", ctx);
+    size_t ne = 0;
+    if ((rc = sequence(p, v[1], "endpoints", 1, MAX_ENDPOINTS, &ne)) != 0)
+        return rc;
+    k->endpoints = calloc(ne, sizeof(*k->endpoints));
+    if (k->endpoints == NULL)
+        return oom(p);
+    k->num_endpoints = ne;
+    for (size_t i = 0; i < ne; i++) {
+        yaml_node_t *e;
+        if ((rc = node(p, v[1]->data.sequence.items.start[i], v[1], &e)) != 0 ||
+            (rc = get_addr(p, e, "endpoints", true, &k->endpoints[i])) != 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (k->endpoints[j].port == k->endpoints[i].port &&
+                strcmp(k->endpoints[j].host, k->endpoints[i].host) == 0)
+                return fail(p, DBAO_EFORMAT, e, "duplicate endpoint '%s' in %s", sval(e), ctx);
+    }
+    if (v[2]) {
+        if (v[2]->type == YAML_SCALAR_NODE && strcmp(sval(v[2]), "round_robin") == 0)
+            k->balance = GW_BALANCE_ROUND_ROBIN;
+        else if (v[2]->type == YAML_SCALAR_NODE && strcmp(sval(v[2]), "least_conn") == 0)
+            k->balance = GW_BALANCE_LEAST_CONN;
+        else
+            return fail(p, DBAO_EFORMAT, v[2], "'balance' must be round_robin or least_conn");
+    }
+    if ((v[3] && (rc = get_unsigned(p, v[3], "keepalive", 0, 100000, &k->keepalive)) != 0) ||
+        (v[4] && (rc = get_unsigned(p, v[4], "max_conns", 0, 1000000, &k->max_conns)) != 0) ||
+        (v[6] && (rc = get_unsigned(p, v[6], "retries", 0, 10, &k->retries)) != 0))
+        return rc;
+    if (v[5]) {
+        static const char *const tk[] = {"connect", "read", "idle"};
+        yaml_node_t *t[3];
+        if ((rc = fields(p, v[5], "'timeouts'", ctx, tk, 3, t)) != 0 ||
+            (t[0] && (rc = get_duration(p, t[0], "connect", 1, &k->connect_timeout_ms)) != 0) ||
+            (t[1] && (rc = get_duration(p, t[1], "read", 1, &k->read_timeout_ms)) != 0) ||
+            (t[2] && (rc = get_duration(p, t[2], "idle", 1, &k->idle_timeout_ms)) != 0))
+            return rc;
+    }
+    if (v[7] && (rc = parse_health(p, v[7], &k->health, ctx)) != 0)
+        return rc;
+    return 0;
+}
+
+static int
+parse_clusters(P *p, const yaml_node_t *n, gw_config *c)
+{
+    size_t cnt = 0;
+    int rc = sequence(p, n, "clusters", 1, MAX_CLUSTERS, &cnt);
+    if (rc != 0)
+        return rc;
+    c->clusters = calloc(cnt, sizeof(*c->clusters));
+    if (c->clusters == NULL)
+        return oom(p);
+    c->num_clusters = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *item;
+        if ((rc = node(p, n->data.sequence.items.start[i], n, &item)) != 0 ||
+            (rc = parse_cluster(p, item, &c->clusters[i], i)) != 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->clusters[j].name, c->clusters[i].name) == 0)
+                return fail(p, DBAO_EFORMAT, item, "duplicate cluster name '%.64s'",
+                            c->clusters[i].name);
+    }
+    return 0;
+}
+
+static int
+parse_host(P *p, const yaml_node_t *n, gw_route *r)
+{
+    int rc = get_str(p, n, "host", &r->host);
+    if (rc != 0)
+        return rc;
+    if (strcmp(r->host, "*") == 0) {
+        free(r->host);
+        r->host = NULL;
+        return 0;
+    }
+    char *h = r->host;
+    size_t i = (h[0] == '*' && h[1] == '.') ? 2 : 0;
+    if (h[i] == '\0')
+        return fail(p, DBAO_EFORMAT, n, "bad host '%.64s'", h);
+    for (; h[i]; i++) {
+        char ch = h[i];
+        if (ch >= 'A' && ch <= 'Z')
+            h[i] = (char) (ch + 32);
+        else if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
+                   ch == '_'))
+            return fail(p, DBAO_EFORMAT, n, "bad host '%.64s' (a name without port, or *.name)", h);
+    }
+    r->host_len = strlen(h);
+    return 0;
+}
+
+static int
+parse_routes(P *p, const yaml_node_t *n, gw_config *c)
+{
+    size_t cnt = 0;
+    int rc = sequence(p, n, "routes", 1, MAX_ROUTES, &cnt);
+    if (rc != 0)
+        return rc;
+    c->routes = calloc(cnt, sizeof(*c->routes));
+    if (c->routes == NULL)
+        return oom(p);
+    c->num_routes = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        static const char *const keys[] = {"name",         "host",     "prefix", "cluster",
+                                           "strip_prefix", "body_max", "timeout"};
+        yaml_node_t *item, *v[7];
+        gw_route *r = &c->routes[i];
+        char ctx[96];
+        const char *nm;
+        if ((rc = node(p, n->data.sequence.items.start[i], n, &item)) != 0)
+            return rc;
+        nm = peek_name(p, item);
+        if (nm)
+            snprintf(ctx, sizeof(ctx), "route '%.64s'", nm);
+        else
+            snprintf(ctx, sizeof(ctx), "route %zu", i + 1);
+        if ((rc = fields(p, item, "a route", ctx, keys, 7, v)) != 0)
+            return rc;
+        if (v[0]) {
+            if ((rc = get_str(p, v[0], "name", &r->name)) != 0)
+                return rc;
+        } else {
+            char def[32];
+            snprintf(def, sizeof(def), "route%zu", i + 1);
+            if ((r->name = strdup(def)) == NULL)
+                return oom(p);
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->routes[j].name, r->name) == 0)
+                return fail(p, DBAO_EFORMAT, v[0] ? v[0] : item, "duplicate route name '%.64s'",
+                            r->name);
+        if (v[1] && (rc = parse_host(p, v[1], r)) != 0)
+            return rc;
+        if (v[2]) {
+            char *raw = NULL;
+            if ((rc = get_str(p, v[2], "prefix", &raw)) != 0)
+                return rc;
+            size_t cap = strlen(raw) + 1;
+            r->prefix = malloc(cap);
+            if (r->prefix == NULL) {
+                free(raw);
+                return oom(p);
+            }
+            rc = gw_path_normalize(raw, r->prefix, cap);
+            if (rc != 0) {
+                rc = fail(p, DBAO_EFORMAT, v[2], "bad prefix '%.64s' in %s", raw, ctx);
+                free(raw);
+                return rc;
+            }
+            free(raw);
+        } else if ((r->prefix = strdup("/")) == NULL) {
+            return oom(p);
+        }
+        r->prefix_len = strlen(r->prefix);
+        if (!v[3])
+            return fail(p, DBAO_EFORMAT, item, "missing 'cluster' in %s", ctx);
+        if ((rc = want_scalar(p, v[3], "cluster", "a cluster name")) != 0)
+            return rc;
+        size_t k = 0;
+        while (k < c->num_clusters && strcmp(c->clusters[k].name, sval(v[3])) != 0)
+            k++;
+        if (k == c->num_clusters)
+            return fail(p, DBAO_EFORMAT, v[3], "unknown cluster '%.64s' in %s", sval(v[3]), ctx);
+        r->cluster = k;
+        r->body_max = c->body_max;
+        if ((v[4] && (rc = get_bool(p, v[4], "strip_prefix", &r->strip_prefix)) != 0) ||
+            (v[5] && (rc = get_size(p, v[5], "body_max", &r->body_max)) != 0) ||
+            (v[6] && (rc = get_duration(p, v[6], "timeout", 0, &r->timeout_ms)) != 0))
+            return rc;
+    }
+    return 0;
+}
+
+static int
+parse_top(P *p, const yaml_node_t *root, gw_config *c)
+{
+    static const char *const keys[] = {"workers",    "listeners", "admin",
+                                       "limits",     "timeouts",  "trusted_proxies",
+                                       "access_log", "clusters",  "routes"};
+    yaml_node_t *v[9];
+    int rc = fields(p, root, "the configuration", "", keys, 9, v);
+    if (rc != 0)
+        return rc;
+    if (v[0] && (rc = get_unsigned(p, v[0], "workers", 1, 256, &c->workers)) != 0)
+        return rc;
+    if (!v[1])
+        return fail(p, DBAO_EFORMAT, root, "missing 'listeners'");
+    if ((rc = parse_listeners(p, v[1], c)) != 0)
+        return rc;
+    if (v[2] && (rc = get_addr(p, v[2], "admin", false, &c->admin)) != 0)
+        return rc;
+    if (v[3]) {
+        static const char *const lk[] = {"header_max", "headers_num_max", "body_max"};
+        yaml_node_t *l[3];
+        if ((rc = fields(p, v[3], "'limits'", "", lk, 3, l)) != 0 ||
+            (l[0] && (rc = get_size(p, l[0], "header_max", &c->header_max)) != 0) ||
+            (l[2] && (rc = get_size(p, l[2], "body_max", &c->body_max)) != 0))
+            return rc;
+        if (l[1]) {
+            uint64_t x;
+            if ((rc = get_uint(p, l[1], "headers_num_max", 1, 10000, &x)) != 0)
+                return rc;
+            c->headers_num_max = (size_t) x;
+        }
+    }
+    if (v[4]) {
+        static const char *const tk[] = {"header", "body", "idle", "drain"};
+        yaml_node_t *t[4];
+        if ((rc = fields(p, v[4], "'timeouts'", "", tk, 4, t)) != 0 ||
+            (t[0] && (rc = get_duration(p, t[0], "header", 1, &c->header_timeout_ms)) != 0) ||
+            (t[1] && (rc = get_duration(p, t[1], "body", 1, &c->body_timeout_ms)) != 0) ||
+            (t[2] && (rc = get_duration(p, t[2], "idle", 1, &c->idle_timeout_ms)) != 0) ||
+            (t[3] && (rc = get_duration(p, t[3], "drain", 1, &c->drain_timeout_ms)) != 0))
+            return rc;
+    }
+    if (v[5]) {
+        size_t cnt = 0;
+        if ((rc = sequence(p, v[5], "trusted_proxies", 0, MAX_TRUSTED, &cnt)) != 0)
+            return rc;
+        if (cnt > 0) {
+            c->trusted_proxies = calloc(cnt, sizeof(*c->trusted_proxies));
+            if (c->trusted_proxies == NULL)
+                return oom(p);
+        }
+        for (size_t i = 0; i < cnt; i++) {
+            yaml_node_t *e;
+            if ((rc = node(p, v[5]->data.sequence.items.start[i], v[5], &e)) != 0 ||
+                (rc = want_scalar(p, e, "trusted_proxies", "an address or range")) != 0)
+                return rc;
+            if (gw_cidr_parse(sval(e), &c->trusted_proxies[i]) != 0)
+                return fail(p, DBAO_EFORMAT, e, "'trusted_proxies': bad address or range '%.64s'",
+                            sval(e));
+            c->num_trusted = i + 1;
+        }
+    }
+    if (v[6]) {
+        const yaml_node_t *a = v[6];
+        if (a->type == YAML_SCALAR_NODE && plain(a) &&
+            (strcmp(sval(a), "false") == 0 || strcmp(sval(a), "off") == 0)) {
+            c->access_log = NULL;
+        } else if (a->type == YAML_SCALAR_NODE && plain(a) && strcmp(sval(a), "true") == 0) {
+            return fail(p, DBAO_EFORMAT, a, "'access_log' must be a file, \"-\" or off");
+        } else if ((rc = get_path(p, a, "access_log", &c->access_log)) != 0) {
+            return rc;
+        }
+    }
+    if (!v[7])
+        return fail(p, DBAO_EFORMAT, root, "missing 'clusters'");
+    if ((rc = parse_clusters(p, v[7], c)) != 0)
+        return rc;
+    if (!v[8])
+        return fail(p, DBAO_EFORMAT, root, "missing 'routes'");
+    return parse_routes(p, v[8], c);
+}
+
+static int
+parse_doc(P *p, const char *yaml, size_t len, gw_config **out)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc, doc2;
+    int rc;
+    if (!yaml_parser_initialize(&parser))
+        return oom(p);
+    yaml_parser_set_input_string(&parser, (const unsigned char *) yaml, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: yaml: %s", p->name,
+                          (unsigned long) parser.problem_mark.line + 1,
+                          parser.problem ? parser.problem : "syntax error");
+        yaml_parser_delete(&parser);
+        return rc;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root == NULL) {
+        yaml_document_delete(&doc);
+        yaml_parser_delete(&parser);
+        return dbao_err_set(p->err, DBAO_EFORMAT, "%s:1: empty configuration", p->name);
+    }
+    if (!yaml_parser_load(&parser, &doc2)) {
+        rc = dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: yaml: %s", p->name,
+                          (unsigned long) parser.problem_mark.line + 1,
+                          parser.problem ? parser.problem : "syntax error");
+        yaml_document_delete(&doc);
+        yaml_parser_delete(&parser);
+        return rc;
+    }
+    yaml_node_t *root2 = yaml_document_get_root_node(&doc2);
+    unsigned long line2 = root2 ? (unsigned long) root2->start_mark.line + 1 : 0;
+    yaml_document_delete(&doc2);
+    yaml_parser_delete(&parser);
+    if (root2 != NULL) {
+        yaml_document_delete(&doc);
+        return dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: more than one yaml document", p->name,
+                            line2);
+    }
+    p->doc = &doc;
+    p->num_nodes = (size_t) (doc.nodes.top - doc.nodes.start);
+    p->seen = calloc(p->num_nodes ? p->num_nodes : 1, 1);
+    gw_config *c = calloc(1, sizeof(*c));
+    if (p->seen == NULL || c == NULL) {
+        free(p->seen);
+        free(c);
+        yaml_document_delete(&doc);
+        return oom(p);
+    }
+    config_defaults(c);
+    size_t root_idx = (size_t) (root - doc.nodes.start);
+    p->seen[root_idx] = 1;
+    rc = parse_top(p, root, c);
+    free(p->seen);
+    p->seen = NULL;
+    yaml_document_delete(&doc);
+    if (rc != 0) {
+        gw_config_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+static int
+parse_named(gw_config **out, const char *yaml, size_t len, const char *name, dbao_err *err)
+{
+    if (out == NULL)
+        return dbao_err_set(err, DBAO_EINVAL, "gw_config_parse: out is NULL");
+    *out = NULL;
+    if (yaml == NULL && len > 0)
+        return dbao_err_set(err, DBAO_EINVAL, "gw_config_parse: yaml is NULL");
+    P p = {0};
+    p.name = name ? name : "config";
+    p.err = err;
+    const char *slash = name ? strrchr(name, '/') : NULL;
+    if (slash != NULL) {
+        p.base_dir = name;
+        p.base_len = (size_t) (slash - name);
+        if (p.base_len == 0)
+            p.base_len = 0; /* "/x.yaml": base "" + "/" + rel */
+    }
+    if (len > MAX_FILE)
+        return dbao_err_set(err, DBAO_ERANGE, "%s: configuration larger than %u bytes", p.name,
+                            MAX_FILE);
+    return parse_doc(&p, yaml ? yaml : "", len, out);
+}
+
+int
+gw_config_parse(gw_config **out, const char *yaml, size_t len, const char *name, dbao_err *err)
+{
+    return parse_named(out, yaml, len, name, err);
+}
+
+int
+gw_config_load(gw_config **out, const char *path, dbao_err *err)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (out == NULL || path == NULL)
+        return dbao_err_set(err, DBAO_EINVAL, "gw_config_load: NULL argument");
+    *out = NULL;
+    int rc = dbao_file_read(&data, &len, path, MAX_FILE, err);
+    if (rc != 0)
+        return rc;
+    rc = parse_named(out, (const char *) data, len, path, err);
+    free(data);
+    return rc;
+}
+
+int
+gw_config_quick(gw_config **out, const char *listen, const char *const *upstreams,
+                size_t num_upstreams, unsigned workers, const char *tls_cert, const char *tls_key,
+                dbao_err *err)
+{
+    if (out == NULL)
+        return dbao_err_set(err, DBAO_EINVAL, "gw_config_quick: out is NULL");
+    *out = NULL;
+    if (listen == NULL || upstreams == NULL || num_upstreams == 0)
+        return dbao_err_set(err, DBAO_EINVAL, "quick mode needs a listen address and upstreams");
+    if (num_upstreams > MAX_ENDPOINTS)
+        return dbao_err_set(err, DBAO_ERANGE, "more than %d upstreams", MAX_ENDPOINTS);
+    if ((tls_cert == NULL) != (tls_key == NULL))
+        return dbao_err_set(err, DBAO_EINVAL, "tls needs both a certificate and a key");
+    if (workers > 256)
+        return dbao_err_set(err, DBAO_ERANGE, "workers must be between 1 and 256");
+    gw_config *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return dbao_err_set(err, DBAO_ENOMEM, "out of memory");
+    config_defaults(c);
+    c->workers = workers ? workers : 1;
+    int rc = DBAO_ENOMEM;
+    c->listeners = calloc(1, sizeof(*c->listeners));
+    c->clusters = calloc(1, sizeof(*c->clusters));
+    c->routes = calloc(1, sizeof(*c->routes));
+    if (!c->listeners || !c->clusters || !c->routes)
+        goto fail;
+    c->num_listeners = c->num_clusters = c->num_routes = 1;
+    if (gw_parse_addr(listen, &c->listeners[0].addr) != 0) {
+        rc = dbao_err_set(err, DBAO_EFORMAT, "bad listen address '%s'", listen);
+        goto fail_set;
+    }
+    if (tls_cert) {
+        c->listeners[0].tls_cert = strdup(tls_cert);
+        c->listeners[0].tls_key = strdup(tls_key);
+        if (!c->listeners[0].tls_cert || !c->listeners[0].tls_key)
+            goto fail;
+    }
+    gw_cluster *k = &c->clusters[0];
+    if (cluster_defaults(k) != 0 || (k->name = strdup("upstream")) == NULL ||
+        (k->endpoints = calloc(num_upstreams, sizeof(*k->endpoints))) == NULL)
+        goto fail;
+    k->num_endpoints = num_upstreams;
+    for (size_t i = 0; i < num_upstreams; i++)
+        if (upstreams[i] == NULL || gw_parse_addr(upstreams[i], &k->endpoints[i]) != 0 ||
+            k->endpoints[i].port == 0) {
+            rc = dbao_err_set(err, DBAO_EFORMAT, "bad upstream address '%s'",
+                              upstreams[i] ? upstreams[i] : "(null)");
+            goto fail_set;
+        }
+    gw_route *r = &c->routes[0];
+    if ((r->name = strdup("default")) == NULL || (r->prefix = strdup("/")) == NULL)
+        goto fail;
+    r->prefix_len = 1;
+    r->cluster = 0;
+    r->body_max = c->body_max;
+    *out = c;
+    return 0;
+fail:
+    rc = dbao_err_set(err, DBAO_ENOMEM, "out of memory");
+fail_set:
+    gw_config_free(c);
+    return rc;
+}
+
+void
+gw_config_free(gw_config *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->num_listeners; i++) {
+        free(c->listeners[i].tls_cert);
+        free(c->listeners[i].tls_key);
+        free(c->listeners[i].tls_client_ca);
+    }
+    free(c->listeners);
+    free(c->trusted_proxies);
+    free(c->access_log);
+    for (size_t i = 0; i < c->num_clusters; i++) {
+        free(c->clusters[i].name);
+        free(c->clusters[i].endpoints);
+        free(c->clusters[i].health.path);
+    }
+    free(c->clusters);
+    for (size_t i = 0; i < c->num_routes; i++) {
+        free(c->routes[i].name);
+        free(c->routes[i].host);
+        free(c->routes[i].prefix);
+    }
+    free(c->routes);
+    free(c);
+}
+
+static bool
+str_eq(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+bool
+gw_config_same_listeners(const gw_config *a, const gw_config *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    if (a->workers != b->workers || a->num_listeners != b->num_listeners ||
+        a->admin.port != b->admin.port || strcmp(a->admin.host, b->admin.host) != 0)
+        return false;
+    for (size_t i = 0; i < a->num_listeners; i++) {
+        const gw_listener *x = &a->listeners[i], *y = &b->listeners[i];
+        if (x->addr.port != y->addr.port || strcmp(x->addr.host, y->addr.host) != 0 ||
+            !str_eq(x->tls_cert, y->tls_cert) || !str_eq(x->tls_key, y->tls_key) ||
+            !str_eq(x->tls_client_ca, y->tls_client_ca) || x->client_verify != y->client_verify)
+            return false;
+    }
+    return true;
+}
