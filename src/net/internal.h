@@ -156,6 +156,7 @@ typedef struct net__parser {
     bool field_open;      /* a header name is being read */
     bool value_open;      /* a header value is being read */
     bool failed;
+    uint8_t fold_state;       /* obs-fold scan of the head (parser.c fold_scan) */
     int error_status;         /* with failed: the status to answer */
     const char *error_reason; /* with failed: static text, for logs and tests */
     /* Stream mode (set `stream` after init): the handler gets the head at once and the body

@@ -448,6 +448,12 @@ test_framing_errors(void **state)
         {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
          400},
         {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc", 400},
+        /* obs-fold, in the framing header and in any other (llhttp alone accepts both) */
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n", 400},
+        {"\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400},
+        /* bare CR inside a header value (llhttp strict mode) */
+        {"GET /x HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n", 400},
         {"GARBAGE\r\n\r\n", 400},
         {"GET /hello HTTP/1.1 extra\r\nHost: t\r\n\r\n", 400},
         {"GET /hello\r\n\r\n", 400},
