@@ -11,3 +11,10 @@ for b in "$build"/bench_*; do
   # shellcheck disable=SC2086
   taskset -c "$cpu" "$b" ${BENCH_ARGS:-}
 done
+# The gateway against nginx (reverse proxy to the same nginx upstream, interleaved rounds, both
+# pinned alike; its own scenarios and pinning, so not under the taskset above). ROUNDS and DUR
+# shorten it; GATEWAY_BENCH=0 skips it.
+if [ "${GATEWAY_BENCH:-1}" != 0 ]; then
+  echo "== gateway: dengbao gateway vs nginx (bench/gateway/run.sh)"
+  "$(dirname "$0")/../bench/gateway/run.sh" "$build/dengbao"
+fi

@@ -5,6 +5,14 @@
 #
 #   scripts/services.sh start nats DIR [PORT]          NATS with JetStream; prints the port
 #   scripts/services.sh start clickhouse DIR [PORT]    ClickHouse HTTP; prints the HTTP port
+#   scripts/services.sh start nginx DIR [PORT] [WORKERS]
+#                        nginx answering every request with an 84-byte JSON from memory
+#                        (keep-alive, access log off): a fixed upstream for the gateway's tests
+#                        and benchmarks; prints the port
+#   scripts/services.sh start nginx-proxy DIR PORT UPSTREAM_PORT [WORKERS] [CERT KEY]
+#                        nginx as a reverse proxy to 127.0.0.1:UPSTREAM_PORT (keepalive 64,
+#                        HTTP/1.1 upstream, access log off; TLS when CERT and KEY are given):
+#                        the gateway's benchmark anchor; prints the port
 #   scripts/services.sh stop DIR                       stops everything started in DIR
 #   scripts/services.sh freeport                       prints a free TCP port on 127.0.0.1
 #
@@ -115,9 +123,90 @@ EOF
   echo "$port"
 }
 
+# nginx_conf DIR NAME WORKERS SERVER_BLOCK: writes DIR/NAME/nginx.conf
+nginx_conf() {
+  local d=$1/$2 workers=$3
+  shift 3
+  mkdir -p "$d/tmp"
+  cat >"$d/nginx.conf" <<EOF
+worker_processes $workers;
+$([ "$(id -u)" = 0 ] && echo 'user root;')
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    keepalive_timeout 65;
+    keepalive_requests 10000000;
+    client_body_temp_path $d/tmp/cb;
+    proxy_temp_path $d/tmp/px;
+    fastcgi_temp_path $d/tmp/fc;
+    uwsgi_temp_path $d/tmp/uw;
+    scgi_temp_path $d/tmp/sc;
+$*
+}
+EOF
+}
+
+# the nginx upstream's answer: 84 bytes of JSON
+NGINX_BODY='{"id":1042,"name":"Zhang San","dept":"cardiology","status":"ok","items":[1,2,3,4,5]}'
+
+start_nginx_common() { # DIR NAME PORT
+  local d=$1/$2 port=$3
+  command -v nginx >/dev/null || die "nginx is not installed (scripts/deps.sh)"
+  nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/log" 2>&1 &
+  echo $! >"$d/pid"
+  echo "$port" >"$d/port"
+}
+
+start_nginx() {
+  local dir=$1 port=${2:-} workers=${3:-1}
+  [ -n "$port" ] || port=$(freeport)
+  nginx_conf "$dir" nginx "$workers" "    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / { default_type application/json; return 200 '$NGINX_BODY'; }
+    }"
+  start_nginx_common "$dir" nginx "$port"
+  wait_ready nginx "$dir/nginx/pid" "$dir/nginx/error.log" \
+    curl -sf "http://127.0.0.1:$port/" || return 1
+  echo "$port"
+}
+
+start_nginx_proxy() {
+  local dir=$1 port=$2 up=$3 workers=${4:-1} cert=${5:-} key=${6:-} listen scheme=http
+  [ -n "$port" ] && [ -n "$up" ] ||
+    die "usage: services.sh start nginx-proxy DIR PORT UPSTREAM_PORT [WORKERS] [CERT KEY]"
+  listen="listen 127.0.0.1:$port backlog=4096;"
+  if [ -n "$cert" ]; then
+    listen="listen 127.0.0.1:$port ssl backlog=4096;
+        ssl_certificate $cert;
+        ssl_certificate_key $key;
+        ssl_protocols TLSv1.2 TLSv1.3;"
+    scheme=https
+  fi
+  nginx_conf "$dir" nginx-proxy "$workers" "    upstream up {
+        server 127.0.0.1:$up;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+        $listen
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+  start_nginx_common "$dir" nginx-proxy "$port"
+  wait_ready nginx-proxy "$dir/nginx-proxy/pid" "$dir/nginx-proxy/error.log" \
+    curl -skf "$scheme://127.0.0.1:$port/" || return 1
+  echo "$port"
+}
+
 stop_dir() {
   local dir=$1 f pid
-  for f in "$dir"/nats/pid "$dir"/clickhouse/pid; do
+  for f in "$dir"/nats/pid "$dir"/clickhouse/pid "$dir"/nginx/pid "$dir"/nginx-proxy/pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
     if kill -0 "$pid" 2>/dev/null; then
@@ -136,12 +225,14 @@ stop_dir() {
 
 case "${1:-}" in
 start)
-  [ $# -ge 3 ] || die "usage: services.sh start nats|clickhouse DIR [PORT]"
+  [ $# -ge 3 ] || die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy DIR [PORT ...]"
   mkdir -p "$3" || die "cannot create $3"
   case "$2" in
   nats) start_nats "$3" "${4:-}" ;;
   clickhouse) start_clickhouse "$3" "${4:-}" ;;
-  *) die "unknown service '$2' (nats, clickhouse)" ;;
+  nginx) start_nginx "$3" "${4:-}" "${5:-}" ;;
+  nginx-proxy) start_nginx_proxy "$3" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}" ;;
+  *) die "unknown service '$2' (nats, clickhouse, nginx, nginx-proxy)" ;;
   esac
   ;;
 stop)
@@ -149,5 +240,5 @@ stop)
   stop_dir "$2"
   ;;
 freeport) freeport ;;
-*) die "usage: services.sh start nats|clickhouse DIR [PORT] | stop DIR | freeport" ;;
+*) die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy DIR [PORT ...] | stop DIR | freeport" ;;
 esac

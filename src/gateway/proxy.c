@@ -896,9 +896,14 @@ x_on_error(net_exchange *x, int err, unsigned flags, void *arg)
         ctx_end(c, true);
         return;
     }
+    /* Retry only what the upstream cannot have acted on: nothing was sent (connect failed or
+     * timed out), or an idempotent request on a kept-alive connection that the upstream had
+     * closed (EOF or reset before any response byte: the keep-alive race). A read timeout is
+     * never retried: the request was sent and may be running. */
     bool retry_safe = (flags & NET_X_NOT_SENT) ||
-                      (c->idempotent && (flags & NET_X_REUSED) && (flags & NET_X_NO_RESPONSE));
-    bool reused_race = (flags & NET_X_REUSED) && (flags & NET_X_NO_RESPONSE) && c->idempotent;
+                      (c->idempotent && err != -ETIMEDOUT && (flags & NET_X_REUSED) &&
+                       (flags & NET_X_NO_RESPONSE));
+    bool reused_race = retry_safe && !(flags & NET_X_NOT_SENT);
     const gw_cluster *cl = &g->cfg->clusters[ci];
     if (retry_safe && c->body_fwd == 0 && !c->body_failed && !w_stopping(c) &&
         (c->attempts <= cl->retries || (reused_race && c->attempts <= cl->retries + 1))) {
