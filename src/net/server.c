@@ -847,7 +847,8 @@ conn_consume(net__conn *c, const char *data, size_t len)
             break;
         }
         size_t used = 0;
-        int r = net__parser_feed(&c->ps, data + off, len - off, &used);
+        /* data is NULL when only a kick (resume) is pending */
+        int r = net__parser_feed(&c->ps, data != NULL ? data + off : NULL, len - off, &used);
         off += used;
         if (c->ps.want_continue) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
