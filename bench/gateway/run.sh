@@ -174,7 +174,14 @@ scenario() {
           echo "routes:"
           echo "  - {prefix: /, cluster: up}"
         } >"$D/$sc-$proto-gw.yaml"
-        pin "$pcpu" "$BIN" gateway --config "$D/$sc-$proto-gw.yaml" 2>"$D/$sc-$proto-gw.err" &
+        # started as a simple command (not through the pin function, which would run in a
+        # subshell) so that $! is the gateway itself (taskset execs it) and TERM reaches it
+        if [ -n "$pcpu" ]; then
+          taskset -c "$pcpu" "$BIN" gateway --config "$D/$sc-$proto-gw.yaml" \
+            2>"$D/$sc-$proto-gw.err" &
+        else
+          "$BIN" gateway --config "$D/$sc-$proto-gw.yaml" 2>"$D/$sc-$proto-gw.err" &
+        fi
         GW_PID=$!
         pids+=("$GW_PID")
         ;;
