@@ -37,6 +37,7 @@
 
 #include "dengbao/common.h"
 #include "dengbao/net.h"
+#include "fold.h"
 #include "resp.h"
 
 /* ---- the strict response parser (resp.h) ---- */
@@ -273,6 +274,7 @@ net__resp_reset(net_resp *r, bool head_only)
     r->buf_len = 0;
     r->nh = 0;
     r->head_seen = 0;
+    r->fold_state = NET__FS_START;
     r->name_open = false;
     r->head_done = false;
     r->head_ready = false;
@@ -356,6 +358,13 @@ net__resp_feed(net_resp *r, const uint8_t *data, size_t len, size_t *used, net_r
         r->failed = true;
         return DBAO_EFORMAT;
     }
+    /* obs-fold in the head: the bytes taken while the head was open, up to its end (llhttp
+     * pauses at the end of the head; the scan stops at the empty line in any case) */
+    if (in_head && r->fold_state != NET__FS_DONE &&
+        net__fold_scan(&r->fold_state, (const char *) data, took)) {
+        r->failed = true;
+        return DBAO_EFORMAT;
+    }
     if (r->head_ready) {
         ev->head = &r->head;
     }
@@ -375,6 +384,7 @@ net__resp_feed(net_resp *r, const uint8_t *data, size_t len, size_t *used, net_r
         if (r->head.status < 200) {
             /* the next head gets its own budget */
             r->head_seen = 0;
+            r->fold_state = NET__FS_START;
             r->head_done = false;
             ev->head = &r->head;
             return NET_RESP_INFO;

@@ -48,6 +48,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fold.h"
 #include "internal.h"
 
 static int on_message_begin(llhttp_t *p);
@@ -194,54 +195,13 @@ ps_of(llhttp_t *p)
     return (net__parser *) p->data;
 }
 
-/* Obs-fold (a header line continued on the next line starting with SP or HT, RFC 9112 5.2)
- * is refused: llhttp 8 accepts it even in strict mode, and a folded "Transfer-Encoding:\r\n
- * chunked" is read as chunked by some parsers and not by others (request smuggling). The head
- * bytes llhttp consumed are scanned after each llhttp_execute (it pauses at the end of every
- * message, so one call never spans two messages): a LF followed by SP or HT before the empty
- * line that ends the head is a fold. Leading empty lines before a request line are skipped. */
-enum { FS_START = 0, FS_LINE, FS_LF, FS_LFCR, FS_DONE };
-
-static bool
-fold_scan(net__parser *ps, const char *p, size_t n)
-{
-    uint8_t st = ps->fold_state;
-    for (size_t i = 0; i < n && st != FS_DONE; i++) {
-        char c = p[i];
-        switch (st) {
-        case FS_START:
-            if (c != '\r' && c != '\n') {
-                st = FS_LINE;
-            }
-            break;
-        case FS_LINE:
-            if (c == '\n') {
-                st = FS_LF;
-            }
-            break;
-        case FS_LF:
-            if (c == ' ' || c == '\t') {
-                ps->fold_state = st;
-                return true;
-            }
-            st = c == '\r' ? FS_LFCR : c == '\n' ? FS_DONE : FS_LINE;
-            break;
-        case FS_LFCR:
-            st = c == '\n' ? FS_DONE : FS_LINE;
-            break;
-        }
-    }
-    ps->fold_state = st;
-    return false;
-}
-
 static int
 on_message_begin(llhttp_t *p)
 {
     net__parser *ps = ps_of(p);
     ps->phase = NET__PHASE_HEAD;
     ps->head_raw = 0;
-    ps->fold_state = FS_START;
+    ps->fold_state = NET__FS_START;
     ps->cl_count = ps->te_count = ps->host_count = ps->expect_count = 0;
     ps->te_chunked_only = true;
     ps->expect_continue = ps->expect_other = false;
@@ -624,7 +584,8 @@ net__parser_feed(net__parser *ps, const char *data, size_t len, size_t *consumed
         }
         if (in_head) {
             ps->head_raw += used;
-            if (ps->fold_state != FS_DONE && fold_scan(ps, data + off, used)) {
+            if (ps->fold_state != NET__FS_DONE &&
+                net__fold_scan(&ps->fold_state, data + off, used)) {
                 fail(ps, 400, "obs-fold (a header line continued on the next line)");
                 *consumed = off;
                 return NET__PARSE_ERROR;

@@ -51,14 +51,15 @@ typedef struct net_resp {
     /* head collection */
     char *buf; /* names and values, NUL-terminated, back to back */
     size_t buf_len, buf_cap;
-    size_t *offs;      /* 2 * headers_num_max offsets: name, value, name, value... */
-    const char **ptrs; /* 2 * headers_num_max pointers handed out in the head */
-    size_t nh;         /* fields collected */
-    size_t head_seen;  /* head bytes fed so far (status line and fields) */
-    bool name_open;    /* a field name is being collected */
-    bool head_done;    /* the current message's head is complete */
-    bool head_ready;   /* a head to report from this feed call */
-    bool msg_done;     /* on_message_complete seen */
+    size_t *offs;       /* 2 * headers_num_max offsets: name, value, name, value... */
+    const char **ptrs;  /* 2 * headers_num_max pointers handed out in the head */
+    size_t nh;          /* fields collected */
+    size_t head_seen;   /* head bytes fed so far (status line and fields) */
+    uint8_t fold_state; /* obs-fold scan of the head (fold.h) */
+    bool name_open;     /* a field name is being collected */
+    bool head_done;     /* the current message's head is complete */
+    bool head_ready;    /* a head to report from this feed call */
+    bool msg_done;      /* on_message_complete seen */
     bool failed;
     bool cr_pending; /* the last framing byte fed was a CR */
     int n_cl, n_te;

@@ -983,6 +983,9 @@ test_malformed(void **state)
         {"HTTP/2.0 200 OK\r\n\r\n", 0},
         {"HTTP/1.1 200 OK\r\n:ransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 0},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\rxok\r\n0\r\n\r\n", 0},
+        /* obs-fold: in the framing header, and in any other */
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n", 0},
+        {"HTTP/1.1 200 OK\r\nX-A: a\r\n\tb\r\nContent-Length: 2\r\n\r\nok", 0},
         {NULL, 0}, /* too many headers: filled in below */
         {NULL, 0}, /* head too large */
     };
