@@ -44,8 +44,8 @@ check() { echo "-- $*"; }
 gw_only() { [ "$IMPL" = dengbao ]; }
 
 if [ "$IMPL" = dengbao ] && ! "$BIN" gateway --help >/dev/null 2>&1; then
-  echo "SKIP: '$BIN gateway' is not available in this build"
-  exit 0
+  echo "FAIL: '$BIN gateway --help' does not work" >&2
+  exit 1
 fi
 for c in node curl wrk; do
   command -v "$c" >/dev/null || fail "$c is not installed (scripts/deps.sh)"

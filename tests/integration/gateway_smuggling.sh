@@ -42,8 +42,8 @@ fail() {
 }
 
 if [ "$IMPL" = dengbao ] && ! "$BIN" gateway --help >/dev/null 2>&1; then
-  echo "SKIP: '$BIN gateway' is not available in this build"
-  exit 0
+  echo "FAIL: '$BIN gateway --help' does not work" >&2
+  exit 1
 fi
 command -v node >/dev/null || fail "node is not installed (scripts/deps.sh)"
 
