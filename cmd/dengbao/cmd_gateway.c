@@ -81,7 +81,7 @@ demo_cert(const char *cert_path, const char *key_path, dbao_err *err)
     int rc = DBAO_ECRYPTO;
     EVP_PKEY *pk = EVP_EC_gen("P-256");
     X509 *x = X509_new();
-    FILE *f = NULL;
+    BIO *bio = NULL;
     if (pk == NULL || x == NULL) {
         goto out;
     }
@@ -109,33 +109,35 @@ demo_cert(const char *cert_path, const char *key_path, dbao_err *err)
     if (X509_sign(x, pk, EVP_sha256()) == 0) {
         goto out;
     }
-    int fd = open(key_path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    if (fd < 0) {
-        rc = -errno;
-        dbao_err_set(err, rc, "cannot create %s: %s", key_path, strerror(errno));
+    /* the certificate first, the key last: demo_prepare takes an existing key file as "both
+     * are there"; dbao_file_write makes each file atomically (the key 0600 from the start) */
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL || PEM_write_bio_X509(bio, x) != 1) {
         goto out;
     }
-    f = fdopen(fd, "w");
-    if (f == NULL || PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
-        fclose(f) != 0) {
-        f = NULL;
-        dbao_err_set(err, DBAO_EIO, "cannot write %s", key_path);
-        rc = DBAO_EIO;
+    char *pem;
+    long pem_len = BIO_get_mem_data(bio, &pem);
+    rc = dbao_file_write(cert_path, pem, (size_t) pem_len, 0644, err);
+    if (rc != 0) {
         goto out;
     }
-    f = fopen(cert_path, "w");
-    if (f == NULL || PEM_write_X509(f, x) != 1 || fclose(f) != 0) {
-        f = NULL;
-        dbao_err_set(err, DBAO_EIO, "cannot write %s", cert_path);
-        rc = DBAO_EIO;
+    rc = DBAO_ECRYPTO;
+    BIO_free(bio);
+    bio = BIO_new(BIO_s_secmem());
+    if (bio == NULL || PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL) != 1) {
         goto out;
     }
-    f = NULL;
+    pem_len = BIO_get_mem_data(bio, &pem);
+    rc = dbao_file_write(key_path, pem, (size_t) pem_len, 0600, err);
+    if (rc != 0) {
+        goto out;
+    }
     rc = 0;
 out:
     if (rc == DBAO_ECRYPTO) {
         dbao_err_set(err, rc, "cannot make the demo TLS certificate");
     }
+    BIO_free(bio); /* a secure-heap BIO: cleansed on free */
     EVP_PKEY_free(pk);
     X509_free(x);
     return rc;
@@ -183,10 +185,9 @@ demo_prepare(const char *dir, char *yaml_path, size_t cap, dbao_err *err)
         fprintf(stderr, "gateway: generated a self-signed TLS certificate in %s\n", dir);
     }
     if (access(yaml_path, F_OK) != 0) {
-        FILE *f = fopen(yaml_path, "w");
-        if (f == NULL || fputs(demo_yaml, f) < 0 || fclose(f) != 0) {
-            dbao_err_set(err, DBAO_EIO, "cannot write %s", yaml_path);
-            return DBAO_EIO;
+        rc = dbao_file_write(yaml_path, demo_yaml, sizeof demo_yaml - 1, 0640, err);
+        if (rc != 0) {
+            return rc;
         }
         fprintf(stderr, "gateway: wrote %s\n", yaml_path);
     }

@@ -81,8 +81,6 @@ struct gw_server {
     bool hloop_ok;
     uv_async_t hasync;
     atomic_bool hstop;
-    atomic_bool started;
-    atomic_int stop_requested;
 };
 
 /* server.c */

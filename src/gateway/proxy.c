@@ -62,7 +62,7 @@ struct gw_ctx {
     size_t body_max;
     bool has_body, body_started, body_done, body_failed, body_paused;
     uint64_t body_fwd; /* request body bytes handed to an exchange */
-    bool resp_started, finished, filtering, head_method, idempotent, up_paused;
+    bool resp_started, finished, head_method, idempotent, up_paused;
     size_t step_pos;
     size_t filter_pos; /* while emitting: the filter that emits */
     uint64_t filter_mask;
@@ -95,7 +95,7 @@ buf_reserve(char **b, size_t *cap, size_t need)
     while (n < need) {
         n *= 2;
     }
-    char *p = realloc(*b, n);
+    char *p = dbao_realloc(*b, n);
     if (p == NULL) {
         return DBAO_ENOMEM;
     }
@@ -268,7 +268,7 @@ ctx_get(gw_worker *w)
         w->free_ctx = c->next_free;
         w->num_free--;
     } else {
-        c = calloc(1, sizeof *c);
+        c = dbao_calloc(1, sizeof *c);
         if (c == NULL) {
             return NULL;
         }
@@ -295,11 +295,11 @@ ctx_put(gw_ctx *c)
 {
     gw_worker *w = c->w;
     if (w->num_free >= GW_FREE_CTX || w->stopping) {
-        free(c->path);
-        free(c->uh);
-        free(c->rh);
-        free(c->head);
-        free(c);
+        dbao_free(c->path);
+        dbao_free(c->uh);
+        dbao_free(c->rh);
+        dbao_free(c->head);
+        dbao_free(c);
         return;
     }
     c->next_free = w->free_ctx;
@@ -313,11 +313,11 @@ gw__ctx_free_list(gw_worker *w)
     while (w->free_ctx) {
         gw_ctx *c = w->free_ctx;
         w->free_ctx = c->next_free;
-        free(c->path);
-        free(c->uh);
-        free(c->rh);
-        free(c->head);
-        free(c);
+        dbao_free(c->path);
+        dbao_free(c->uh);
+        dbao_free(c->rh);
+        dbao_free(c->head);
+        dbao_free(c);
     }
     w->num_free = 0;
 }
@@ -329,18 +329,18 @@ static void wgen_maybe_free(gw_worker *w, gw_wgen *wg);
 static gw_wgen *
 wgen_new(gw_gen *g)
 {
-    gw_wgen *wg = calloc(1, sizeof *wg);
+    gw_wgen *wg = dbao_calloc(1, sizeof *wg);
     if (wg == NULL) {
         return NULL;
     }
     wg->gen = g;
     size_t n = g->num_eps ? g->num_eps : 1;
-    wg->pools = calloc(n, sizeof *wg->pools);
-    wg->active = calloc(n, sizeof *wg->active);
+    wg->pools = dbao_calloc(n, sizeof *wg->pools);
+    wg->active = dbao_calloc(n, sizeof *wg->active);
     if (wg->pools == NULL || wg->active == NULL) {
-        free(wg->pools);
-        free(wg->active);
-        free(wg);
+        dbao_free(wg->pools);
+        dbao_free(wg->active);
+        dbao_free(wg);
         return NULL;
     }
     return wg;
@@ -393,9 +393,9 @@ wgen_maybe_free(gw_worker *w, gw_wgen *wg)
         }
     }
     gw__gen_release(wg->gen);
-    free(wg->pools);
-    free(wg->active);
-    free(wg);
+    dbao_free(wg->pools);
+    dbao_free(wg->active);
+    dbao_free(wg);
 }
 
 /* gw__worker_sweep frees retired generations that drained (tick, stop). */
@@ -900,9 +900,9 @@ x_on_error(net_exchange *x, int err, unsigned flags, void *arg)
      * timed out), or an idempotent request on a kept-alive connection that the upstream had
      * closed (EOF or reset before any response byte: the keep-alive race). A read timeout is
      * never retried: the request was sent and may be running. */
-    bool retry_safe = (flags & NET_X_NOT_SENT) ||
-                      (c->idempotent && err != -ETIMEDOUT && (flags & NET_X_REUSED) &&
-                       (flags & NET_X_NO_RESPONSE));
+    bool retry_safe =
+        (flags & NET_X_NOT_SENT) || (c->idempotent && err != -ETIMEDOUT && (flags & NET_X_REUSED) &&
+                                     (flags & NET_X_NO_RESPONSE));
     bool reused_race = retry_safe && !(flags & NET_X_NOT_SENT);
     const gw_cluster *cl = &g->cfg->clusters[ci];
     if (retry_safe && c->body_fwd == 0 && !c->body_failed && !w_stopping(c) &&
@@ -1082,7 +1082,6 @@ try_upstream(gw_ctx *c)
 {
     gw_gen *g = c->wg->gen;
     size_t ci = c->route->cluster;
-    const gw_cluster *cl = &g->cfg->clusters[ci];
     int ep =
         gw_balance_pick(g->cs[ci], c->wg->active + g->ep_base[ci], c->tried, uv_now(c->w->loop));
     if (ep < 0 && c->tried) {
@@ -1113,7 +1112,6 @@ try_upstream(gw_ctx *c)
     if (c->w->srv->alog) {
         c->tup_ns = mono_ns();
     }
-    (void) cl;
     int64_t blen = c->req_cl < 0 ? -1 : c->req_cl;
     if (net_exchange_start(&c->x, p, c->head, c->head_len, blen, c->head_method, &x_cbs, c) != 0) {
         c->x = NULL;

@@ -42,18 +42,18 @@ gen_free(gw_gen *g)
             gw_cluster_state_free(g->cs[i]);
         }
     }
-    free(g->cs);
-    free(g->ep_base);
-    free(g->route_slot);
-    free(g->cluster_slot);
+    dbao_free(g->cs);
+    dbao_free(g->ep_base);
+    dbao_free(g->route_slot);
+    dbao_free(g->cluster_slot);
     gw_config_free(g->cfg);
-    free(g);
+    dbao_free(g);
 }
 
 static int
 gen_new(gw_gen **out, gw_server *s, gw_config *cfg, const gw_gen *prev, dbao_err *err)
 {
-    gw_gen *g = calloc(1, sizeof *g);
+    gw_gen *g = dbao_calloc(1, sizeof *g);
     if (g == NULL) {
         gw_config_free(cfg);
         return DBAO_ENOMEM;
@@ -61,10 +61,10 @@ gen_new(gw_gen **out, gw_server *s, gw_config *cfg, const gw_gen *prev, dbao_err
     g->cfg = cfg;
     atomic_init(&g->refs, 1);
     size_t nc = cfg->num_clusters, nr = cfg->num_routes;
-    g->cs = calloc(nc ? nc : 1, sizeof *g->cs);
-    g->ep_base = calloc(nc ? nc : 1, sizeof *g->ep_base);
-    g->cluster_slot = calloc(nc ? nc : 1, sizeof *g->cluster_slot);
-    g->route_slot = calloc(nr ? nr : 1, sizeof *g->route_slot);
+    g->cs = dbao_calloc(nc ? nc : 1, sizeof *g->cs);
+    g->ep_base = dbao_calloc(nc ? nc : 1, sizeof *g->ep_base);
+    g->cluster_slot = dbao_calloc(nc ? nc : 1, sizeof *g->cluster_slot);
+    g->route_slot = dbao_calloc(nr ? nr : 1, sizeof *g->route_slot);
     if (!g->cs || !g->ep_base || !g->cluster_slot || !g->route_slot) {
         gen_free(g);
         return DBAO_ENOMEM;
@@ -187,7 +187,7 @@ health_lines(gw_server *s, char **out)
 {
     gw_gen *g = gw__gen_acquire(s);
     size_t cap = 256 + g->num_eps * 160, len = 0;
-    char *b = malloc(cap);
+    char *b = dbao_malloc(cap);
     if (b == NULL) {
         gw__gen_release(g);
         *out = NULL;
@@ -237,13 +237,13 @@ admin_handler(net_request *req, void *arg)
         size_t len = 0;
         health_lines(s, &extra);
         if (gw_metrics_render(s->metrics, extra, &text, &len) != 0) {
-            free(extra);
+            dbao_free(extra);
             net_request_respond(req, 500, "text/plain", "out of memory\n", 14);
             return;
         }
-        free(extra);
+        dbao_free(extra);
         net_request_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
-        free(text);
+        dbao_free(text);
         return;
     }
     net_request_respond(req, 404, "text/plain", "not found\n", 10);
@@ -259,7 +259,6 @@ typedef struct hc_state {
     hc_ep *eps;
     uv_timer_t timer;
     uint64_t seq;
-    size_t closing;
 } hc_state;
 
 struct hc_ep {
@@ -330,13 +329,6 @@ hc_on_error(net_exchange *x, int err, unsigned flags, void *arg)
 static const net_exchange_cbs hc_cbs = {hc_on_head, hc_on_data, hc_on_end, hc_on_error, NULL};
 
 static void
-hc_pool_closed(void *arg)
-{
-    hc_state *h = arg;
-    h->closing--;
-}
-
-static void
 hc_drop(hc_state *h)
 {
     if (h->gen == NULL) {
@@ -348,12 +340,11 @@ hc_drop(hc_state *h)
             h->eps[i].busy = false;
         }
         if (h->pools[i]) {
-            h->closing++;
-            net_pool_close(h->pools[i], hc_pool_closed, h);
+            net_pool_close(h->pools[i], NULL, NULL);
         }
     }
-    free(h->pools);
-    free(h->eps);
+    dbao_free(h->pools);
+    dbao_free(h->eps);
     h->pools = NULL;
     h->eps = NULL;
 }
@@ -363,11 +354,11 @@ hc_load(hc_state *h)
 {
     gw_gen *g = gw__gen_acquire(h->s);
     h->seq = g->seq;
-    h->pools = calloc(g->num_eps ? g->num_eps : 1, sizeof *h->pools);
-    h->eps = calloc(g->num_eps ? g->num_eps : 1, sizeof *h->eps);
+    h->pools = dbao_calloc(g->num_eps ? g->num_eps : 1, sizeof *h->pools);
+    h->eps = dbao_calloc(g->num_eps ? g->num_eps : 1, sizeof *h->eps);
     if (!h->pools || !h->eps) {
-        free(h->pools);
-        free(h->eps);
+        dbao_free(h->pools);
+        dbao_free(h->eps);
         h->pools = NULL;
         h->eps = NULL;
         gw__gen_release(g);
@@ -524,7 +515,7 @@ gw_server_new(gw_server **out, gw_config *cfg, const gw_server_opts *o, dbao_err
         dbao_err_set(err, DBAO_EINVAL, "the configuration has no listener");
         return DBAO_EINVAL;
     }
-    gw_server *s = calloc(1, sizeof *s);
+    gw_server *s = dbao_calloc(1, sizeof *s);
     if (s == NULL) {
         gw_config_free(cfg);
         return DBAO_ENOMEM;
@@ -535,7 +526,7 @@ gw_server_new(gw_server **out, gw_config *cfg, const gw_server_opts *o, dbao_err
     }
     int rc = DBAO_ENOMEM;
     if (o && o->num_steps) {
-        s->steps = calloc(o->num_steps, sizeof *s->steps);
+        s->steps = dbao_calloc(o->num_steps, sizeof *s->steps);
         if (s->steps == NULL) {
             gw_config_free(cfg);
             goto fail;
@@ -569,8 +560,8 @@ gw_server_new(gw_server **out, gw_config *cfg, const gw_server_opts *o, dbao_err
     s->boot_gen = g;
     atomic_store(&s->gen_seq, g->seq);
 
-    s->workers = calloc(s->num_workers, sizeof *s->workers);
-    s->servers = calloc(cfg->num_listeners, sizeof *s->servers);
+    s->workers = dbao_calloc(s->num_workers, sizeof *s->workers);
+    s->servers = dbao_calloc(cfg->num_listeners, sizeof *s->servers);
     if (!s->workers || !s->servers) {
         rc = DBAO_ENOMEM;
         goto fail;
@@ -660,7 +651,6 @@ gw_server_start(gw_server *s, dbao_err *err)
     if (s->admin && (rc = net_server_start(s->admin, err)) != 0) {
         return rc;
     }
-    atomic_store(&s->started, true);
     if (s->o.log_ready) {
         print_ready(s);
     }
@@ -723,7 +713,6 @@ gw_server_stop(gw_server *s)
     if (s == NULL) {
         return;
     }
-    atomic_store(&s->stop_requested, 1);
     for (size_t i = 0; i < s->num_servers; i++) {
         net_server_stop(s->servers[i]);
     }
@@ -781,11 +770,11 @@ gw_server_free(gw_server *s)
     gw__gen_release(s->gen);
     gw__gen_release(s->boot_gen);
     gw_metrics_free(s->metrics);
-    free(s->workers);
-    free(s->servers);
-    free(s->steps);
+    dbao_free(s->workers);
+    dbao_free(s->servers);
+    dbao_free(s->steps);
     pthread_mutex_destroy(&s->mu);
-    free(s);
+    dbao_free(s);
 }
 
 uint16_t

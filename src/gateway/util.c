@@ -347,17 +347,6 @@ span_next(void)
     return x * 0x2545f4914f6cdd1dull;
 }
 
-static const char hexdig[] = "0123456789abcdef";
-
-static void
-hex_encode(char *out, const uint8_t *in, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hexdig[in[i] >> 4];
-        out[2 * i + 1] = hexdig[in[i] & 15];
-    }
-}
-
 void
 gw_traceparent_child(const char *in, char out[56], char trace_id[33])
 {
@@ -389,13 +378,13 @@ gw_traceparent_child(const char *in, char out[56], char trace_id[33])
     } while (span == 0);
     memcpy(t.parent_id, &span, 8);
     memcpy(out, "00-", 3);
-    hex_encode(out + 3, t.trace_id, 16);
+    /* dbao_hex_encode ends each run with a NUL: the separators overwrite them, and the
+     * flags' NUL ends the header */
+    dbao_hex_encode(out + 3, t.trace_id, 16);
     out[35] = '-';
-    hex_encode(out + 36, t.parent_id, 8);
+    dbao_hex_encode(out + 36, t.parent_id, 8);
     out[52] = '-';
-    out[53] = hexdig[t.flags >> 4];
-    out[54] = hexdig[t.flags & 15];
-    out[55] = '\0';
+    dbao_hex_encode(out + 53, &t.flags, 1);
     memcpy(trace_id, out + 3, 32);
     trace_id[32] = '\0';
 }
