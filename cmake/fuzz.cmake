@@ -8,6 +8,7 @@ target_include_directories(dengbao_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/include)
 target_compile_options(dengbao_fuzz PRIVATE -fsanitize=fuzzer-no-link,address,undefined)
 target_link_libraries(dengbao_fuzz PUBLIC PkgConfig::OPENSSL PkgConfig::LIBSSL PkgConfig::JANSSON
                                           PkgConfig::LIBUV PkgConfig::LIBCURL PkgConfig::LIBNATS PkgConfig::LIBYAML
+                                          PkgConfig::LIBPQ ${PG_QUERY_LIB}
                                           dbao_llhttp Threads::Threads)
 
 file(GLOB DBAO_FUZZ_TARGETS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_*.c)
@@ -19,6 +20,8 @@ foreach(src ${DBAO_FUZZ_TARGETS})
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/audit)
   elseif(name MATCHES "^fuzz_net_")
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/net)
+  elseif(name MATCHES "^fuzz_mask_")
+    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/mask ${PG_QUERY_INCLUDE})
   elseif(name MATCHES "^fuzz_gw_")
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/gateway)
   else()

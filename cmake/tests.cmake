@@ -10,7 +10,7 @@ foreach(src ${DBAO_UNIT_TESTS})
   set(target unit_${comp}_${name})
   add_executable(${target} ${src})
   target_include_directories(${target} PRIVATE ${CMAKE_SOURCE_DIR}/tests/unit
-                                               ${CMAKE_SOURCE_DIR}/src/${comp})
+                                               ${CMAKE_SOURCE_DIR}/src/${comp} ${PG_QUERY_INCLUDE})
   target_link_libraries(${target} PRIVATE dengbao PkgConfig::CMOCKA)
   add_test(NAME ${comp}/${name} COMMAND ${target})
   set_tests_properties(${comp}/${name} PROPERTIES TIMEOUT 300 LABELS unit)

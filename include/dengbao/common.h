@@ -94,6 +94,28 @@ int dbao_file_read(uint8_t **out, size_t *out_len, const char *path, size_t max,
  * safe (the last rename wins). "-" writes stdout. */
 int dbao_file_write(const char *path, const void *data, size_t len, unsigned mode, dbao_err *err);
 
+/* dbao_buf: a growable byte buffer. Zero-initialise ({0}) or dbao_buf_init; the data is
+ * always followed by a NUL that is not counted in len (so text can be used as a C string).
+ * dbao_buf_put/putc/printf return 0 or DBAO_ENOMEM and leave the buffer unchanged on failure.
+ * dbao_buf_reserve makes room for `more` bytes past len. dbao_buf_reset empties it and keeps
+ * the storage; dbao_buf_free releases it (dbao_buf_free_secret wipes it first). The caller owns
+ * `data` after dbao_buf_take (then the buffer is empty again; free the result with dbao_free). */
+typedef struct dbao_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} dbao_buf;
+
+void dbao_buf_init(dbao_buf *b);
+int dbao_buf_reserve(dbao_buf *b, size_t more);
+int dbao_buf_put(dbao_buf *b, const void *data, size_t len);
+int dbao_buf_putc(dbao_buf *b, char c);
+int dbao_buf_printf(dbao_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dbao_buf_reset(dbao_buf *b);
+char *dbao_buf_take(dbao_buf *b, size_t *len);
+void dbao_buf_free(dbao_buf *b);
+void dbao_buf_free_secret(dbao_buf *b);
+
 #ifdef __cplusplus
 }
 #endif

@@ -407,3 +407,104 @@ dbao_file_write(const char *path, const void *data, size_t len, unsigned mode, d
     }
     return 0;
 }
+
+/* ---- dbao_buf ---------------------------------------------------------------------------- */
+
+void
+dbao_buf_init(dbao_buf *b)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+int
+dbao_buf_reserve(dbao_buf *b, size_t more)
+{
+    if (more > SIZE_MAX - 1 - b->len)
+        return DBAO_ENOMEM;
+    size_t need = b->len + more + 1; /* the trailing NUL */
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap < 64 ? 64 : b->cap;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    char *p = dbao_realloc(b->data, cap);
+    if (p == NULL)
+        return DBAO_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int
+dbao_buf_put(dbao_buf *b, const void *data, size_t len)
+{
+    if (dbao_buf_reserve(b, len) != 0)
+        return DBAO_ENOMEM;
+    if (len > 0)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int
+dbao_buf_putc(dbao_buf *b, char c)
+{
+    return dbao_buf_put(b, &c, 1);
+}
+
+int
+dbao_buf_printf(dbao_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[256];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return DBAO_EINVAL;
+    if ((size_t) n < sizeof tmp)
+        return dbao_buf_put(b, tmp, (size_t) n);
+    if (dbao_buf_reserve(b, (size_t) n) != 0)
+        return DBAO_ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t) n;
+    return 0;
+}
+
+void
+dbao_buf_reset(dbao_buf *b)
+{
+    b->len = 0;
+    if (b->data != NULL)
+        b->data[0] = '\0';
+}
+
+char *
+dbao_buf_take(dbao_buf *b, size_t *len)
+{
+    char *p = b->data;
+    if (len != NULL)
+        *len = b->len;
+    dbao_buf_init(b);
+    return p;
+}
+
+void
+dbao_buf_free(dbao_buf *b)
+{
+    dbao_free(b->data);
+    dbao_buf_init(b);
+}
+
+void
+dbao_buf_free_secret(dbao_buf *b)
+{
+    if (b->data != NULL)
+        dbao_free_secret(b->data, b->cap);
+    dbao_buf_init(b);
+}
