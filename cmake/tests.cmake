@@ -67,3 +67,8 @@ foreach(pair ${DBAO_GM_VARIANTS})
   add_test(NAME gm/selftest@${vname} COMMAND dengbao_cli gm selftest)
   set_tests_properties(gm/selftest@${vname} PROPERTIES ENVIRONMENT "DENGBAO_GM_IMPL=${variant}")
 endforeach()
+
+# Test tools: small clients the integration scripts run (found next to the dengbao binary).
+add_executable(pgclient ${CMAKE_SOURCE_DIR}/tests/tools/pgclient.c)
+target_link_libraries(pgclient PRIVATE PkgConfig::LIBPQ)
+set_target_properties(pgclient PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})

@@ -272,6 +272,44 @@ int mask_apply_text(const mask_policy *p, const char *const *roles, size_t num_r
 int mask_apply_json(const mask_policy *p, const char *const *roles, size_t num_roles,
                     const char *in, size_t len, dbao_buf *out, mask_stats *st, dbao_err *err);
 
+/* ---- the PostgreSQL masking proxy (`dengbao maskproxy`, docs/mask.md) ---------------------- */
+
+struct audit_log;
+
+/* The proxy's configuration: a YAML file (docs/mask.md, "Proxy configuration"), checked as
+ * strictly as the policy. It names the policy file, which is loaded with it. */
+typedef struct mask_proxy_config mask_proxy_config;
+
+int mask_proxy_config_load(mask_proxy_config **out, const char *path, dbao_err *err);
+void mask_proxy_config_free(mask_proxy_config *c);
+/* The audit log folder the configuration names (the caller opens the log: it holds the key). */
+const char *mask_proxy_config_audit_dir(const mask_proxy_config *c);
+/* The listening host as configured ("127.0.0.1"). */
+const char *mask_proxy_config_listen_host(const mask_proxy_config *c);
+
+typedef struct mask_proxy mask_proxy;
+
+/* mask_proxy_start listens and serves until mask_proxy_stop. `log` (borrowed, must outlive the
+ * proxy) receives one record per decision; the proxy fails closed (refuses statements that
+ * touch sensitive data) when it cannot write to it. */
+int mask_proxy_start(mask_proxy **out, const mask_proxy_config *cfg, struct audit_log *log,
+                     dbao_err *err);
+uint16_t mask_proxy_port(const mask_proxy *p);
+void mask_proxy_stop(mask_proxy *p);
+
+typedef struct mask_proxy_stats {
+    uint64_t sessions;   /* accepted */
+    uint64_t statements; /* analysed */
+    uint64_t rewritten;  /* with at least one masked output */
+    uint64_t refused;
+    uint64_t values_masked; /* marked values masked in rows and COPY data */
+    uint64_t findings;      /* detector findings masked in unmarked values (second line) */
+    uint64_t audit_records;
+    uint64_t audit_failures;
+} mask_proxy_stats;
+
+void mask_proxy_get_stats(mask_proxy *p, mask_proxy_stats *st);
+
 #ifdef __cplusplus
 }
 #endif
