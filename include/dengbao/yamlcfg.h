@@ -10,7 +10,7 @@
  * the file and line: "mask.yaml:12: unknown key 'polcy' in the configuration".
  *
  * Scalars: durations are integers (milliseconds) or a number with ms, s, m, h ("500ms", "2s");
- * sizes are integers (bytes) or a number with k, m, g (KiB, MiB, GiB). Relative paths are
+ * sizes are integers (bytes) or a number with k, m, g (KiB, MiB, GiB; either case). Relative paths are
  * resolved against the folder of the file (the `name` given to dbao_yaml_load).
  *
  * Ownership: strings returned by the getters are malloc'd (free()); the caller frees what it

@@ -295,13 +295,21 @@ dbao_parse_size(const char *s, uint64_t *out)
         return DBAO_EFORMAT;
     if (*u == '\0')
         return scaled(v, 1, out);
-    if (strcmp(u, "k") == 0)
-        return scaled(v, 1024, out);
-    if (strcmp(u, "m") == 0)
-        return scaled(v, 1024 * 1024, out);
-    if (strcmp(u, "g") == 0)
-        return scaled(v, 1024ull * 1024 * 1024, out);
-    return DBAO_EFORMAT;
+    if (u[1] != '\0')
+        return DBAO_EFORMAT;
+    switch (*u) {
+    case 'k':
+    case 'K':
+        return scaled(v, 1ull << 10, out);
+    case 'm':
+    case 'M':
+        return scaled(v, 1ull << 20, out);
+    case 'g':
+    case 'G':
+        return scaled(v, 1ull << 30, out);
+    default:
+        return DBAO_EFORMAT;
+    }
 }
 
 static int
