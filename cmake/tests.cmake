@@ -72,3 +72,7 @@ endforeach()
 add_executable(pgclient ${CMAKE_SOURCE_DIR}/tests/tools/pgclient.c)
 target_link_libraries(pgclient PRIVATE PkgConfig::LIBPQ)
 set_target_properties(pgclient PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+# ztcheck: runs the zt token and device-signature verifiers for zt_jwt_interop.sh.
+add_executable(ztcheck ${CMAKE_SOURCE_DIR}/tests/tools/ztcheck.c)
+target_link_libraries(ztcheck PRIVATE dengbao)
+set_target_properties(ztcheck PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
