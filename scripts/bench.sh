@@ -18,3 +18,9 @@ if [ "${GATEWAY_BENCH:-1}" != 0 ]; then
   echo "== gateway: dengbao gateway vs nginx (bench/gateway/run.sh)"
   "$(dirname "$0")/../bench/gateway/run.sh" "$build/dengbao"
 fi
+# The masking proxy against direct PostgreSQL (pgbench, interleaved rounds; its own database and
+# processes). MASKPROXY_BENCH=0 skips it.
+if [ "${MASKPROXY_BENCH:-1}" != 0 ]; then
+  echo "== maskproxy: dengbao maskproxy vs direct PostgreSQL 15 (bench/maskproxy/run.sh)"
+  "$(dirname "$0")/../bench/maskproxy/run.sh" "$build/dengbao"
+fi

@@ -13,6 +13,11 @@
 #                        nginx as a reverse proxy to 127.0.0.1:UPSTREAM_PORT (keepalive 64,
 #                        HTTP/1.1 upstream, access log off; TLS when CERT and KEY are given):
 #                        the gateway's benchmark anchor; prints the port
+#   scripts/services.sh start postgres DIR [PORT]      PostgreSQL 15 on 127.0.0.1:PORT (data and
+#                        unix socket in DIR/postgres, fsync off, TLS on with a self-signed
+#                        certificate DIR/postgres/data/server.crt; pg_hba: trust for postgres on
+#                        the local socket, md5 for md5user and scram-sha-256 for everyone else
+#                        (host lines and the local socket)); prints the port
 #   scripts/services.sh stop DIR                       stops everything started in DIR
 #   scripts/services.sh freeport                       prints a free TCP port on 127.0.0.1
 #
@@ -204,13 +209,73 @@ start_nginx_proxy() {
   echo "$port"
 }
 
+start_postgres() {
+  local dir=$1 port=${2:-} bin=/usr/lib/postgresql/15/bin d data
+  [ -n "$port" ] || port=$(freeport)
+  [ -x "$bin/postgres" ] || die "PostgreSQL 15 is not installed (scripts/deps.sh)"
+  d=$(cd "$dir" && pwd)/postgres
+  data=$d/data
+  local run=()
+  mkdir -p "$d" || die "cannot create $d"
+  if [ "$(id -u)" = 0 ]; then
+    # initdb and postgres refuse to run as root: run them as postgres (the directories on the
+    # way must be traversable by it).
+    chown postgres: "$d"
+    chmod o+x "$dir" 2>/dev/null
+    run=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    "${run[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C \
+      >"$d/initdb.log" 2>&1 || {
+      tail -20 "$d/initdb.log" >&2
+      die "initdb failed"
+    }
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+      -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+      -keyout "$data/server.key" -out "$data/server.crt" >/dev/null 2>&1 ||
+      die "cannot create the TLS certificate"
+    chmod 600 "$data/server.key"
+    [ "$(id -u)" = 0 ] && chown postgres: "$data/server.key" "$data/server.crt"
+    cat >>"$data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$d'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+password_encryption = 'scram-sha-256'
+EOF
+    cat >"$data/pg_hba.conf" <<EOF
+local all postgres trust
+local all md5user md5
+local all all scram-sha-256
+host all md5user 127.0.0.1/32 md5
+host all all 127.0.0.1/32 scram-sha-256
+EOF
+  else
+    sed -i "s/^port = .*/port = $port/" "$data/postgresql.conf"
+  fi
+  "${run[@]}" "$bin/postgres" -D "$data" >"$d/log" 2>&1 &
+  echo $! >"$d/pid"
+  echo "$port" >"$d/port"
+  wait_ready postgres "$d/pid" "$d/log" pg_isready -q -h 127.0.0.1 -p "$port" || return 1
+  echo "$port"
+}
+
 stop_dir() {
-  local dir=$1 f pid
-  for f in "$dir"/nats/pid "$dir"/clickhouse/pid "$dir"/nginx/pid "$dir"/nginx-proxy/pid; do
+  local dir=$1 f pid sig
+  for f in "$dir"/nats/pid "$dir"/clickhouse/pid "$dir"/nginx/pid "$dir"/nginx-proxy/pid \
+    "$dir"/postgres/pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
+    sig=TERM
+    [ "$f" = "$dir/postgres/pid" ] && sig=INT # PostgreSQL: fast shutdown
     if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null
+      kill -"$sig" "$pid" 2>/dev/null
       for _ in $(seq 1 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
@@ -225,14 +290,15 @@ stop_dir() {
 
 case "${1:-}" in
 start)
-  [ $# -ge 3 ] || die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy DIR [PORT ...]"
+  [ $# -ge 3 ] || die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy|postgres DIR [PORT ...]"
   mkdir -p "$3" || die "cannot create $3"
   case "$2" in
   nats) start_nats "$3" "${4:-}" ;;
   clickhouse) start_clickhouse "$3" "${4:-}" ;;
   nginx) start_nginx "$3" "${4:-}" "${5:-}" ;;
   nginx-proxy) start_nginx_proxy "$3" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}" ;;
-  *) die "unknown service '$2' (nats, clickhouse, nginx, nginx-proxy)" ;;
+  postgres) start_postgres "$3" "${4:-}" ;;
+  *) die "unknown service '$2' (nats, clickhouse, nginx, nginx-proxy, postgres)" ;;
   esac
   ;;
 stop)
@@ -240,5 +306,5 @@ stop)
   stop_dir "$2"
   ;;
 freeport) freeport ;;
-*) die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy DIR [PORT ...] | stop DIR | freeport" ;;
+*) die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy|postgres DIR [PORT ...] | stop DIR | freeport" ;;
 esac

@@ -81,5 +81,7 @@ int cmd_gateway(int argc, char **argv);
 int cmd_gm(int argc, char **argv);
 int cmd_gm_speed(int argc, char **argv);
 int cmd_gm_cpu(int argc, char **argv);
+int cmd_mask(int argc, char **argv);
+int cmd_maskproxy(int argc, char **argv);
 
 #endif

@@ -18,6 +18,8 @@ static const char usage_text[] =
     "  audit     the tamper-evident audit log: init, append, verify, prove, export\n"
     "  auditd    the audit log service (HTTP API; TLS, mTLS or tokens)\n"
     "  gateway   the API gateway: a reverse proxy (TLS, mTLS, routing, health, reload)\n"
+    "  mask      personal data: detect, mask with a policy, decrypt (docs/mask.md)\n"
+    "  maskproxy a PostgreSQL-protocol proxy that masks sensitive columns per role\n"
 
     "\n"
     "options:\n"
@@ -54,6 +56,12 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "gateway") == 0) {
         return cmd_gateway(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "mask") == 0) {
+        return cmd_mask(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "maskproxy") == 0) {
+        return cmd_maskproxy(argc - 1, argv + 1);
     }
 
     return cli_usage_error("dengbao <command> [options]; see dengbao --help",

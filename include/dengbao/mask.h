@@ -86,8 +86,9 @@ typedef struct mask_finding {
 
 typedef struct mask_detect_opts {
     uint32_t types;              /* a MASK_TYPE_BIT set; 0 means MASK_TYPES_DEFAULT */
-    const char *mobile_prefixes; /* comma-separated 3-digit segments ("130,131,...,199");
-                                    NULL: the built-in list of current segments */
+    const char *mobile_prefixes; /* comma-separated 3-digit segments ("130,131,...,199";
+                                    ranges "130-139" too); NULL: the built-in list of current
+                                    segments (src/mask/detect.c) */
     int32_t today;               /* yyyymmdd that birth dates must not pass; 0: today (UTC+8) */
 } mask_detect_opts;
 
@@ -306,6 +307,7 @@ typedef struct mask_proxy_stats {
     uint64_t findings;      /* detector findings masked in unmarked values (second line) */
     uint64_t audit_records;
     uint64_t audit_failures;
+    uint64_t shape_hits; /* statements passed by the shape cache without analysis */
 } mask_proxy_stats;
 
 void mask_proxy_get_stats(mask_proxy *p, mask_proxy_stats *st);

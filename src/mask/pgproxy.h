@@ -11,6 +11,12 @@
  *
  * Threading: `workers` event-loop threads, each with its own SO_REUSEPORT listener; a session
  * lives on one thread and its hooks run there.
+ *
+ * SCRAM through a proxy with TLS on both sides: a TLS client that is offered no -PLUS mechanism
+ * sends the gs2 flag "y" ("I could bind, I think you cannot"), and a TLS-enabled server rejects
+ * that as a downgrade. The flag is covered by the client's proof, so no pass-through proxy can
+ * change it: such clients must connect with channel_binding=disable (libpq), or the upstream
+ * must be plain. md5, and SCRAM with either side plain, are unaffected.
  */
 #ifndef DENGBAO_MASK_PGPROXY_H
 #define DENGBAO_MASK_PGPROXY_H
@@ -47,7 +53,8 @@ typedef struct pgp_hooks {
      * instead (the proxy frames it with the same type), 2 to drop it, negative to close. */
     int (*on_server_msg)(pgp_session *s, void *arg, uint8_t type, const uint8_t *payload,
                          size_t len, dbao_buf *out);
-    /* The session ended (either side closed, a protocol error, a hook failure). */
+    /* The session ended (either side closed, a protocol error, a hook failure). The session is
+     * freed after on_close returns: cancel any work that would call pgp_session_resume. */
     void (*on_close)(pgp_session *s, void *arg);
 } pgp_hooks;
 
@@ -61,7 +68,7 @@ typedef enum pgp_upstream_tls {
 typedef struct pgp_opts {
     const char *listen_host; /* "127.0.0.1" */
     uint16_t listen_port;    /* 0: an ephemeral port (pgp_server_port tells) */
-    const char *server_host;
+    const char *server_host; /* a name or address; "/dir": the unix socket dir/.s.PGSQL.<port> */
     uint16_t server_port;
     unsigned workers;        /* event-loop threads, default 1 */
     SSL_CTX *client_tls;     /* NULL: SSLRequest answered 'N' (referenced, not owned) */
@@ -92,9 +99,12 @@ void *pgp_session_data(const pgp_session *s);
  * without a call (the fast path). */
 void pgp_session_filter(pgp_session *s, uint8_t type, bool on);
 /* pgp_session_resume answers a PGP_PENDING on_query: how = PGP_FORWARD or PGP_REPLACE with
- * text/len, or negative to close the session. */
+ * text/len, or negative to close the session. It may also be called from inside on_query (which
+ * then returns PGP_PENDING). Client messages after the pending one wait, in order. */
 void pgp_session_resume(pgp_session *s, int how, const char *text, size_t len);
-/* The event loop of the session's worker (to start work from a hook). */
+/* The event loop of the session's worker (to start work from a hook). Handles opened on it
+ * and still open at pgp_server_stop are closed by the engine (no close callback, so do not
+ * close them again after the stop; free their memory after pgp_server_stop returns). */
 struct uv_loop_s *pgp_session_loop(pgp_session *s);
 
 #endif /* DENGBAO_MASK_PGPROXY_H */

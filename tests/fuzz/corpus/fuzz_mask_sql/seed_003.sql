@@ -1,0 +1,1 @@
+SELECT name AS n, id_no x FROM patients p

@@ -1,0 +1,1 @@
+SELECT p.* , v.diag FROM patients p JOIN visits v ON v.patient_id = p.id

@@ -1,0 +1,1 @@
+SELECT diag FROM visits INTERSECT SELECT id_no FROM patients

@@ -1,0 +1,1 @@
+SELECT s.n FROM (SELECT name AS n FROM patients) s

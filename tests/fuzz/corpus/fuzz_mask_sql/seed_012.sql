@@ -1,0 +1,1 @@
+SELECT (SELECT name FROM patients LIMIT 1) AS x, 1

@@ -1,0 +1,1 @@
+WITH c AS (SELECT id_no FROM patients) SELECT * FROM c

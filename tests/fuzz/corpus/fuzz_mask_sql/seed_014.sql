@@ -1,0 +1,1 @@
+WITH RECURSIVE r(n, v) AS (SELECT 1, id_no FROM patients UNION ALL SELECT n+1, v FROM r WHERE n < 3) SELECT v FROM r

@@ -1,0 +1,1 @@
+UPDATE patients SET notes = 'x' WHERE id = 1 RETURNING id_no, name

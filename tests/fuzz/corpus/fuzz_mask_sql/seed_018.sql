@@ -1,0 +1,1 @@
+INSERT INTO patients (id) VALUES (3) RETURNING *

@@ -1,0 +1,1 @@
+SELECT CASE WHEN id > 1 THEN id_no ELSE 'x' END FROM patients

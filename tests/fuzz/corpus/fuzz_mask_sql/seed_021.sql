@@ -1,0 +1,1 @@
+SELECT id_no::varchar(30) FROM patients

@@ -1,0 +1,1 @@
+COPY (SELECT id_no FROM patients) TO STDOUT

@@ -1,0 +1,1 @@
+PREPARE q AS SELECT name FROM patients WHERE id = $1

@@ -1,0 +1,1 @@
+SELECT x.name FROM visits v, LATERAL (SELECT name FROM patients p WHERE p.id = v.patient_id) x

@@ -1,0 +1,1 @@
+SELECT t.a, p.name FROM (VALUES (1), (2)) t(a) JOIN patients p ON p.id = t.a

@@ -1,0 +1,1 @@
+SELECT safe_lookup(id) FROM patients

@@ -1,0 +1,1 @@
+INSERT INTO visits (diag) SELECT id_no FROM patients

@@ -1,0 +1,1 @@
+SELECT id FROM patients WHERE id_no = '110'

@@ -1,0 +1,1 @@
+SELECT rid, mob FROM people

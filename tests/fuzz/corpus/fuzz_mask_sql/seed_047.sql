@@ -1,0 +1,1 @@
+SELECT id FROM patients ORDER BY id_no

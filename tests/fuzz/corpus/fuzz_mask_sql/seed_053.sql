@@ -1,0 +1,1 @@
+SELECT p.name FROM patients p WHERE p.id IN (SELECT patient_id FROM visits)

@@ -1,0 +1,1 @@
+SELECT name, id FROM patients ORDER BY 2

@@ -1,0 +1,1 @@
+SELECT * FROM patients p JOIN visits v USING (id) NATURAL JOIN people

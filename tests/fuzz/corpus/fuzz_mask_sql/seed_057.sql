@@ -1,0 +1,1 @@
+WITH RECURSIVE r(n, v) AS (SELECT 1, ''::text UNION ALL SELECT n + 1, (SELECT name FROM patients LIMIT 1) FROM r WHERE n < 3) SELECT n, v FROM r

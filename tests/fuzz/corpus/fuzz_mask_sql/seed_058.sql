@@ -1,0 +1,1 @@
+SELECT j.name FROM (patients JOIN visits USING (id)) AS j

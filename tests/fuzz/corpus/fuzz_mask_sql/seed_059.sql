@@ -1,0 +1,1 @@
+SELECT (SELECT max(id_no) FROM patients), ARRAY(SELECT phone FROM patients)

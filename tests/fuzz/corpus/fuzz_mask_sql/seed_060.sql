@@ -1,0 +1,1 @@
+SELECT x.* FROM generate_series(1, 3) g, LATERAL (SELECT name FROM patients WHERE id = g) x

@@ -1,0 +1,1 @@
+SELECT * FROM v_v UNION ALL SELECT name, id_no FROM patients ORDER BY 1

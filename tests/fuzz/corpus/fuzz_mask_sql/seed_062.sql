@@ -1,0 +1,1 @@
+MERGE INTO visits v USING patients p ON v.patient_id = p.id WHEN MATCHED THEN UPDATE SET diag = p.id_no

@@ -1,0 +1,1 @@
+COPY patients (id, phone) TO STDOUT WITH (FORMAT csv, HEADER true)

@@ -1,0 +1,1 @@
+EXPLAIN (ANALYZE, VERBOSE) SELECT id FROM patients WHERE id_no LIKE '1%'

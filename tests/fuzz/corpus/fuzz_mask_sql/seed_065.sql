@@ -1,0 +1,1 @@
+INSERT INTO visits SELECT * FROM visits ON CONFLICT (id) DO UPDATE SET diag = excluded.diag RETURNING *

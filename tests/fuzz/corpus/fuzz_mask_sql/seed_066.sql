@@ -1,0 +1,1 @@
+SELECT count(*) FILTER (WHERE name > 'a') OVER (PARTITION BY phone ORDER BY id_no) FROM patients

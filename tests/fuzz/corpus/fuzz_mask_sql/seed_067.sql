@@ -1,0 +1,1 @@
+SELECT "public"."patients"."id_no", U&"d\0061t\+000061" FROM public.patients

@@ -1,0 +1,1 @@
+SELECT $$ patients $$, E'\x41', B'101', X'1F' FROM visits

@@ -1,0 +1,1 @@
+PREPARE q(int) AS SELECT p FROM patients p WHERE id = $1; EXECUTE q(1); DEALLOCATE q

@@ -1,0 +1,1 @@
+SELECT id, /* @PII:CN_MOBILE */ notes, -- @PII:CN_RID18

@@ -1,0 +1,1 @@
+ diag FROM patients, visits

@@ -1,0 +1,1 @@
+SELECT ROW(p.*)::text, (p).name, to_json(p) FROM patients p

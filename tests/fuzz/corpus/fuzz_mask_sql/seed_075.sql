@@ -1,0 +1,1 @@
+SELECT xmlelement(name x, id_no) FROM patients

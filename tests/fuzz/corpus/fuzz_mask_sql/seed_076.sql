@@ -1,0 +1,1 @@
+SELECT * FROM XMLTABLE('/a' PASSING (SELECT name::xml FROM patients LIMIT 1) COLUMNS x text PATH 'x') t
