@@ -10,8 +10,8 @@
  * the file and line: "mask.yaml:12: unknown key 'polcy' in the configuration".
  *
  * Scalars: durations are integers (milliseconds) or a number with ms, s, m, h ("500ms", "2s");
- * sizes are integers (bytes) or a number with k, m, g (KiB, MiB, GiB; either case). Relative paths are
- * resolved against the folder of the file (the `name` given to dbao_yaml_load).
+ * sizes are integers (bytes) or a number with k, m, g (KiB, MiB, GiB; either case). Relative paths
+ * are resolved against the folder of the file (the `name` given to dbao_yaml_load).
  *
  * Ownership: strings returned by the getters are malloc'd (free()); the caller frees what it
  * was given even when a later step fails. dbao_yaml_free releases the document.
@@ -66,13 +66,16 @@ int dbao_yaml_item(dbao_yaml *y, const yaml_node_t *seq, size_t i, yaml_node_t *
 
 /* dbao_yaml_fields matches a mapping's keys against `keys` (nk <= 32) and stores the value
  * nodes in vals (NULL for absent keys). Not a mapping, unknown keys and duplicate keys are
- * errors naming `ctx` ("the configuration", "route 'api'"). */
+ * errors naming `ctx` ("the configuration", "route 'api'"; "" names nothing). */
 int dbao_yaml_fields(dbao_yaml *y, const yaml_node_t *map, const char *ctx, const char *const *keys,
                      size_t nk, yaml_node_t **vals);
 
 /* Scalars. `key` names the value in messages. */
 const char *dbao_yaml_scalar(const yaml_node_t *n); /* NULL unless a scalar */
 bool dbao_yaml_is_null(const yaml_node_t *n);
+/* dbao_yaml_want_scalar: a non-null scalar without NUL bytes and not too long, else
+ * "'key' must be <what>". */
+int dbao_yaml_want_scalar(dbao_yaml *y, const yaml_node_t *n, const char *key, const char *what);
 int dbao_yaml_str(dbao_yaml *y, const yaml_node_t *n, const char *key, char **out);
 int dbao_yaml_path(dbao_yaml *y, const yaml_node_t *n, const char *key, char **out);
 int dbao_yaml_uint(dbao_yaml *y, const yaml_node_t *n, const char *key, uint64_t min, uint64_t max,

@@ -46,7 +46,7 @@ dbao_yaml_load(dbao_yaml *y, const char *text, size_t len, const char *name, dba
     yaml_parser_set_input_string(&parser, (const unsigned char *) text, len);
     int rc = 0;
     if (!yaml_parser_load(&parser, &y->doc)) {
-        rc = dbao_err_set(err, DBAO_EFORMAT, "%s:%lu: %s", name,
+        rc = dbao_err_set(err, DBAO_EFORMAT, "%s:%lu: yaml: %s", name,
                           (unsigned long) parser.problem_mark.line + 1,
                           parser.problem ? parser.problem : "malformed yaml");
         yaml_parser_delete(&parser);
@@ -57,14 +57,16 @@ dbao_yaml_load(dbao_yaml *y, const char *text, size_t len, const char *name, dba
     if (y->root != NULL) {
         yaml_document_t doc2;
         if (!yaml_parser_load(&parser, &doc2)) {
-            rc = dbao_err_set(err, DBAO_EFORMAT, "%s:%lu: %s", name,
+            rc = dbao_err_set(err, DBAO_EFORMAT, "%s:%lu: yaml: %s", name,
                               (unsigned long) parser.problem_mark.line + 1,
                               parser.problem ? parser.problem : "malformed yaml");
         } else {
-            bool more = yaml_document_get_root_node(&doc2) != NULL;
+            yaml_node_t *root2 = yaml_document_get_root_node(&doc2);
+            unsigned long line2 = root2 ? (unsigned long) root2->start_mark.line + 1 : 0;
             yaml_document_delete(&doc2);
-            if (more)
-                rc = dbao_err_set(err, DBAO_EFORMAT, "%s: more than one yaml document", name);
+            if (root2 != NULL)
+                rc = dbao_err_set(err, DBAO_EFORMAT, "%s:%lu: more than one yaml document", name,
+                                  line2);
         }
     }
     yaml_parser_delete(&parser);
@@ -160,10 +162,11 @@ dbao_yaml_fields(dbao_yaml *y, const yaml_node_t *map, const char *ctx, const ch
         size_t k = 0;
         while (k < nk && strcmp(keys[k], name) != 0)
             k++;
+        const char *in = ctx[0] != '\0' ? " in " : "";
         if (k == nk)
-            return dbao_yaml_fail(y, DBAO_EFORMAT, kn, "unknown key '%.64s' in %s", name, ctx);
+            return dbao_yaml_fail(y, DBAO_EFORMAT, kn, "unknown key '%.64s'%s%s", name, in, ctx);
         if (vals[k] != NULL)
-            return dbao_yaml_fail(y, DBAO_EFORMAT, kn, "duplicate key '%s' in %s", keys[k], ctx);
+            return dbao_yaml_fail(y, DBAO_EFORMAT, kn, "duplicate key '%s'%s%s", keys[k], in, ctx);
         vals[k] = vn;
     }
     return 0;
@@ -191,9 +194,8 @@ dbao_yaml_is_null(const yaml_node_t *n)
            strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
 }
 
-/* want_scalar: a non-null scalar without NUL bytes, not too long */
-static int
-want_scalar(dbao_yaml *y, const yaml_node_t *n, const char *key, const char *what)
+int
+dbao_yaml_want_scalar(dbao_yaml *y, const yaml_node_t *n, const char *key, const char *what)
 {
     if (n->type != YAML_SCALAR_NODE || dbao_yaml_is_null(n))
         return dbao_yaml_fail(y, DBAO_EFORMAT, n, "'%s' must be %s", key, what);
@@ -206,7 +208,7 @@ want_scalar(dbao_yaml *y, const yaml_node_t *n, const char *key, const char *wha
 int
 dbao_yaml_str(dbao_yaml *y, const yaml_node_t *n, const char *key, char **out)
 {
-    int rc = want_scalar(y, n, key, "a string");
+    int rc = dbao_yaml_want_scalar(y, n, key, "a string");
     if (rc != 0)
         return rc;
     if (dbao_yaml_scalar(n)[0] == '\0')
@@ -329,7 +331,7 @@ dbao_yaml_uint(dbao_yaml *y, const yaml_node_t *n, const char *key, uint64_t min
 {
     uint64_t v = 0;
     const char *u = NULL;
-    int rc = want_scalar(y, n, key, "an integer");
+    int rc = dbao_yaml_want_scalar(y, n, key, "an integer");
     if (rc != 0)
         return rc;
     if (!plain(n) || parse_num_unit(dbao_yaml_scalar(n), &v, &u) != 0 || *u != '\0')
@@ -359,7 +361,7 @@ dbao_yaml_duration_ms(dbao_yaml *y, const yaml_node_t *n, const char *key, uint6
                       uint64_t max, uint64_t *out)
 {
     uint64_t v;
-    int rc = want_scalar(y, n, key, "a duration");
+    int rc = dbao_yaml_want_scalar(y, n, key, "a duration");
     if (rc != 0)
         return rc;
     if (dbao_parse_duration_ms(dbao_yaml_scalar(n), &v) != 0)
@@ -375,7 +377,7 @@ dbao_yaml_size(dbao_yaml *y, const yaml_node_t *n, const char *key, uint64_t min
                uint64_t *out)
 {
     uint64_t v;
-    int rc = want_scalar(y, n, key, "a size");
+    int rc = dbao_yaml_want_scalar(y, n, key, "a size");
     if (rc != 0)
         return rc;
     if (dbao_parse_size(dbao_yaml_scalar(n), &v) != 0)
@@ -389,7 +391,7 @@ int
 dbao_yaml_enum(dbao_yaml *y, const yaml_node_t *n, const char *key, const char *const *names,
                size_t num, int *out)
 {
-    int rc = want_scalar(y, n, key, "a name");
+    int rc = dbao_yaml_want_scalar(y, n, key, "a name");
     if (rc != 0)
         return rc;
     for (size_t i = 0; i < num; i++) {

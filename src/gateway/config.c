@@ -30,6 +30,7 @@
 #include <yaml.h>
 
 #include "dengbao/gateway.h"
+#include "dengbao/yamlcfg.h"
 #include "internal.h"
 
 #define MAX_LISTENERS 64
@@ -42,135 +43,43 @@
 
 /* ---- units ---- */
 
-static int
-parse_num_unit(const char *s, uint64_t *num, const char **unit)
-{
-    uint64_t v = 0;
-    const char *p = s;
-    if (*p < '0' || *p > '9')
-        return DBAO_EFORMAT;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (v > (UINT64_MAX - 9) / 10)
-            return DBAO_EFORMAT;
-        v = v * 10 + (uint64_t) (*p - '0');
-    }
-    *num = v;
-    *unit = p;
-    return 0;
-}
-
-static int
-mul_check(uint64_t v, uint64_t m, uint64_t *out)
-{
-    if (m != 0 && v > UINT64_MAX / m)
-        return DBAO_EFORMAT;
-    *out = v * m;
-    return 0;
-}
-
 int
 gw_parse_duration_ms(const char *s, uint64_t *out)
 {
-    uint64_t v;
-    const char *u;
-    if (s == NULL || parse_num_unit(s, &v, &u) != 0)
-        return DBAO_EFORMAT;
-    if (*u == '\0' || strcmp(u, "ms") == 0)
-        return mul_check(v, 1, out);
-    if (strcmp(u, "s") == 0)
-        return mul_check(v, 1000, out);
-    if (strcmp(u, "m") == 0)
-        return mul_check(v, 60000, out);
-    if (strcmp(u, "h") == 0)
-        return mul_check(v, 3600000, out);
-    return DBAO_EFORMAT;
+    return dbao_parse_duration_ms(s, out);
 }
 
 int
 gw_parse_size(const char *s, uint64_t *out)
 {
-    uint64_t v;
-    const char *u;
-    if (s == NULL || parse_num_unit(s, &v, &u) != 0)
-        return DBAO_EFORMAT;
-    if (*u == '\0')
-        return mul_check(v, 1, out);
-    if (u[1] != '\0')
-        return DBAO_EFORMAT;
-    switch (*u) {
-    case 'k':
-    case 'K':
-        return mul_check(v, 1ull << 10, out);
-    case 'm':
-    case 'M':
-        return mul_check(v, 1ull << 20, out);
-    case 'g':
-    case 'G':
-        return mul_check(v, 1ull << 30, out);
-    default:
-        return DBAO_EFORMAT;
-    }
+    return dbao_parse_size(s, out);
 }
 
-/* ---- parser state and error reporting ---- */
+/* ---- parser state and error reporting (the strict reader is common: yamlcfg.h) ---- */
 
 typedef struct P {
-    const char *name;
-    const char *base_dir; /* NULL: paths stay as written */
-    size_t base_len;
-    yaml_document_t *doc;
-    uint8_t *seen; /* one byte per node: visited */
-    size_t num_nodes;
-    dbao_err *err;
+    dbao_yaml y; /* the document, the file name (y.name), its folder (y.base), errors (y.err) */
 } P;
 
-static unsigned long
-line_of(const yaml_node_t *n)
-{
-    return n ? (unsigned long) n->start_mark.line + 1 : 0;
-}
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static int
-fail(P *p, int code, const yaml_node_t *n, const char *fmt, ...)
-{
-    char msg[DBAO_ERR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return dbao_err_set(p->err, code, "%s:%lu: %s", p->name, line_of(n), msg);
-}
+#define fail(p, ...) dbao_yaml_fail(&(p)->y, __VA_ARGS__)
+#define is_null(n)   dbao_yaml_is_null(n)
 
 static int
 oom(P *p)
 {
-    return dbao_err_set(p->err, DBAO_ENOMEM, "%s: out of memory", p->name);
+    return dbao_err_set(p->y.err, DBAO_ENOMEM, "%s: out of memory", p->y.name);
 }
 
-/* node fetches node `id` and marks it visited: a node reached twice is an alias */
 static int
 node(P *p, int id, const yaml_node_t *parent, yaml_node_t **out)
 {
-    yaml_node_t *n = yaml_document_get_node(p->doc, id);
-    if (n == NULL)
-        return fail(p, DBAO_EFORMAT, parent, "bad node");
-    size_t i = (size_t) (n - p->doc->nodes.start);
-    if (i >= p->num_nodes)
-        return fail(p, DBAO_EFORMAT, parent, "bad node");
-    if (p->seen[i])
-        return fail(p, DBAO_EFORMAT, n, "yaml aliases are not supported");
-    p->seen[i] = 1;
-    *out = n;
-    return 0;
+    return dbao_yaml_node(&p->y, id, parent, out);
 }
 
 static const char *
 sval(const yaml_node_t *n)
 {
-    return (const char *) n->data.scalar.value;
+    return dbao_yaml_scalar(n);
 }
 
 static bool
@@ -179,54 +88,22 @@ plain(const yaml_node_t *n)
     return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
 }
 
-static bool
-is_null(const yaml_node_t *n)
-{
-    if (n->type != YAML_SCALAR_NODE || !plain(n))
-        return false;
-    const char *v = sval(n);
-    return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
-           strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
-}
-
 static int
 want_scalar(P *p, const yaml_node_t *n, const char *key, const char *what)
 {
-    if (n->type != YAML_SCALAR_NODE || is_null(n))
-        return fail(p, DBAO_EFORMAT, n, "'%s' must be %s", key, what);
-    if (strlen(sval(n)) != n->data.scalar.length || n->data.scalar.length > MAX_STR)
-        return fail(p, DBAO_EFORMAT, n, "'%s': bad or too long value", key);
-    return 0;
+    return dbao_yaml_want_scalar(&p->y, n, key, what);
 }
 
 static int
 get_str(P *p, const yaml_node_t *n, const char *key, char **out)
 {
-    int rc = want_scalar(p, n, key, "a string");
-    if (rc != 0)
-        return rc;
-    if (sval(n)[0] == '\0')
-        return fail(p, DBAO_EFORMAT, n, "'%s' must not be empty", key);
-    free(*out);
-    *out = strdup(sval(n));
-    return *out ? 0 : oom(p);
+    return dbao_yaml_str(&p->y, n, key, out);
 }
 
 static int
 get_uint(P *p, const yaml_node_t *n, const char *key, uint64_t min, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
-    const char *u = NULL;
-    int rc = want_scalar(p, n, key, "an integer");
-    if (rc != 0)
-        return rc;
-    if (!plain(n) || parse_num_unit(sval(n), &v, &u) != 0 || *u != '\0')
-        return fail(p, DBAO_EFORMAT, n, "'%s' must be an integer, not '%s'", key, sval(n));
-    if (v < min || v > max)
-        return fail(p, DBAO_EFORMAT, n, "'%s' must be between %llu and %llu", key,
-                    (unsigned long long) min, (unsigned long long) max);
-    *out = v;
-    return 0;
+    return dbao_yaml_uint(&p->y, n, key, min, max, out);
 }
 
 static int
@@ -242,51 +119,27 @@ get_unsigned(P *p, const yaml_node_t *n, const char *key, unsigned min, unsigned
 static int
 get_bool(P *p, const yaml_node_t *n, const char *key, bool *out)
 {
-    if (n->type == YAML_SCALAR_NODE && plain(n)) {
-        if (strcmp(sval(n), "true") == 0) {
-            *out = true;
-            return 0;
-        }
-        if (strcmp(sval(n), "false") == 0) {
-            *out = false;
-            return 0;
-        }
-    }
-    return fail(p, DBAO_EFORMAT, n, "'%s' must be true or false", key);
+    return dbao_yaml_bool(&p->y, n, key, out);
 }
 
 static int
 get_duration(P *p, const yaml_node_t *n, const char *key, uint32_t min, uint32_t *out)
 {
     uint64_t v;
-    int rc = want_scalar(p, n, key, "a duration");
-    if (rc != 0)
-        return rc;
-    if (gw_parse_duration_ms(sval(n), &v) != 0)
-        return fail(p, DBAO_EFORMAT, n,
-                    "'%s' must be a duration (milliseconds or \"500ms\", \"2s\", \"1m\"), not "
-                    "'%s'",
-                    key, sval(n));
-    if (v < min || v > UINT32_MAX)
-        return fail(p, DBAO_EFORMAT, n, "'%s' is out of range", key);
-    *out = (uint32_t) v;
-    return 0;
+    int rc = dbao_yaml_duration_ms(&p->y, n, key, min, UINT32_MAX, &v);
+    if (rc == 0)
+        *out = (uint32_t) v;
+    return rc;
 }
 
 static int
 get_size(P *p, const yaml_node_t *n, const char *key, size_t *out)
 {
-    uint64_t v;
-    int rc = want_scalar(p, n, key, "a size");
-    if (rc != 0)
-        return rc;
-    if (gw_parse_size(sval(n), &v) != 0)
-        return fail(p, DBAO_EFORMAT, n, "'%s' must be a size (bytes or \"16k\", \"1m\"), not '%s'",
-                    key, sval(n));
-    if (v < 1 || v > (uint64_t) SIZE_MAX / 2 || v > (1ull << 40))
-        return fail(p, DBAO_EFORMAT, n, "'%s' is out of range", key);
-    *out = (size_t) v;
-    return 0;
+    uint64_t v, max = (uint64_t) SIZE_MAX / 2 < (1ull << 40) ? (uint64_t) SIZE_MAX / 2 : 1ull << 40;
+    int rc = dbao_yaml_size(&p->y, n, key, 1, max, &v);
+    if (rc == 0)
+        *out = (size_t) v;
+    return rc;
 }
 
 static int
@@ -307,63 +160,22 @@ get_addr(P *p, const yaml_node_t *n, const char *key, bool port_required, gw_add
 static int
 get_path(P *p, const yaml_node_t *n, const char *key, char **out)
 {
-    char *s = NULL;
-    int rc = get_str(p, n, key, &s);
-    if (rc != 0)
-        return rc;
-    free(*out);
-    *out = NULL;
-    if (s[0] == '/' || p->base_dir == NULL || strcmp(s, "-") == 0) {
-        *out = s;
-        return 0;
-    }
-    size_t sl = strlen(s);
-    char *r = malloc(p->base_len + 1 + sl + 1);
-    if (r == NULL) {
-        free(s);
-        return oom(p);
-    }
-    memcpy(r, p->base_dir, p->base_len);
-    r[p->base_len] = '/';
-    memcpy(r + p->base_len + 1, s, sl + 1);
-    free(s);
-    *out = r;
-    return 0;
+    return dbao_yaml_path(&p->y, n, key, out);
 }
 
-/* fields matches a mapping's keys against `keys` (n <= 16), storing the value nodes in vals
- * (NULL for absent keys); unknown and duplicate keys are errors mentioning `ctx`. */
+/* fields matches a mapping's keys against `keys`, storing the value nodes in vals (NULL for
+ * absent keys); `what` names the mapping, unknown and duplicate keys are errors naming `ctx`. */
 static int
 fields(P *p, const yaml_node_t *m, const char *what, const char *ctx, const char *const *keys,
        size_t nk, yaml_node_t **vals)
 {
-    for (size_t k = 0; k < nk; k++)
-        vals[k] = NULL;
-    if (m->type != YAML_MAPPING_NODE)
+    if (m->type != YAML_MAPPING_NODE) {
+        for (size_t k = 0; k < nk; k++)
+            vals[k] = NULL;
         return fail(p, DBAO_EFORMAT, m, "%s must be a mapping%s%s", what, ctx[0] ? " in " : "",
                     ctx);
-    for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
-        yaml_node_t *kn, *vn;
-        int rc = node(p, pr->key, m, &kn);
-        if (rc != 0)
-            return rc;
-        if (kn->type != YAML_SCALAR_NODE)
-            return fail(p, DBAO_EFORMAT, kn, "keys must be strings%s%s", ctx[0] ? " in " : "", ctx);
-        size_t k = 0;
-        while (k < nk && strcmp(keys[k], sval(kn)) != 0)
-            k++;
-        if (k == nk)
-            return fail(p, DBAO_EFORMAT, kn, "unknown key '%.64s'%s%s", sval(kn),
-                        ctx[0] ? " in " : "", ctx);
-        if (vals[k] != NULL)
-            return fail(p, DBAO_EFORMAT, kn, "duplicate key '%s'%s%s", keys[k],
-                        ctx[0] ? " in " : "", ctx);
-        rc = node(p, pr->value, m, &vn);
-        if (rc != 0)
-            return rc;
-        vals[k] = vn;
     }
-    return 0;
+    return dbao_yaml_fields(&p->y, m, ctx, keys, nk, vals);
 }
 
 /* peek_name reads a mapping's "name" scalar without visiting it (for error contexts) */
@@ -373,8 +185,8 @@ peek_name(P *p, const yaml_node_t *m)
     if (m->type != YAML_MAPPING_NODE)
         return NULL;
     for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
-        yaml_node_t *v = yaml_document_get_node(p->doc, pr->value);
+        yaml_node_t *k = yaml_document_get_node(&p->y.doc, pr->key);
+        yaml_node_t *v = yaml_document_get_node(&p->y.doc, pr->value);
         if (k && v && k->type == YAML_SCALAR_NODE && strcmp(sval(k), "name") == 0 &&
             v->type == YAML_SCALAR_NODE)
             return sval(v);
@@ -810,61 +622,22 @@ parse_top(P *p, const yaml_node_t *root, gw_config *c)
 }
 
 static int
-parse_doc(P *p, const char *yaml, size_t len, gw_config **out)
+parse_doc(P *p, const char *yaml, size_t len, const char *name, dbao_err *err, gw_config **out)
 {
-    yaml_parser_t parser;
-    yaml_document_t doc, doc2;
-    int rc;
-    if (!yaml_parser_initialize(&parser))
-        return oom(p);
-    yaml_parser_set_input_string(&parser, (const unsigned char *) yaml, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: yaml: %s", p->name,
-                          (unsigned long) parser.problem_mark.line + 1,
-                          parser.problem ? parser.problem : "syntax error");
-        yaml_parser_delete(&parser);
-        return rc;
+    int rc = dbao_yaml_load(&p->y, yaml, len, name, err);
+    if (rc == 0 && p->y.root == NULL)
+        rc = dbao_err_set(err, DBAO_EFORMAT, "%s:1: empty configuration", name);
+    gw_config *c = NULL;
+    if (rc == 0) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL)
+            rc = oom(p);
     }
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root == NULL) {
-        yaml_document_delete(&doc);
-        yaml_parser_delete(&parser);
-        return dbao_err_set(p->err, DBAO_EFORMAT, "%s:1: empty configuration", p->name);
+    if (rc == 0) {
+        config_defaults(c);
+        rc = parse_top(p, p->y.root, c);
     }
-    if (!yaml_parser_load(&parser, &doc2)) {
-        rc = dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: yaml: %s", p->name,
-                          (unsigned long) parser.problem_mark.line + 1,
-                          parser.problem ? parser.problem : "syntax error");
-        yaml_document_delete(&doc);
-        yaml_parser_delete(&parser);
-        return rc;
-    }
-    yaml_node_t *root2 = yaml_document_get_root_node(&doc2);
-    unsigned long line2 = root2 ? (unsigned long) root2->start_mark.line + 1 : 0;
-    yaml_document_delete(&doc2);
-    yaml_parser_delete(&parser);
-    if (root2 != NULL) {
-        yaml_document_delete(&doc);
-        return dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: more than one yaml document", p->name,
-                            line2);
-    }
-    p->doc = &doc;
-    p->num_nodes = (size_t) (doc.nodes.top - doc.nodes.start);
-    p->seen = calloc(p->num_nodes ? p->num_nodes : 1, 1);
-    gw_config *c = calloc(1, sizeof(*c));
-    if (p->seen == NULL || c == NULL) {
-        free(p->seen);
-        free(c);
-        yaml_document_delete(&doc);
-        return oom(p);
-    }
-    config_defaults(c);
-    size_t root_idx = (size_t) (root - doc.nodes.start);
-    p->seen[root_idx] = 1;
-    rc = parse_top(p, root, c);
-    free(p->seen);
-    p->seen = NULL;
-    yaml_document_delete(&doc);
+    dbao_yaml_free(&p->y);
     if (rc != 0) {
         gw_config_free(c);
         return rc;
@@ -882,19 +655,11 @@ parse_named(gw_config **out, const char *yaml, size_t len, const char *name, dba
     if (yaml == NULL && len > 0)
         return dbao_err_set(err, DBAO_EINVAL, "gw_config_parse: yaml is NULL");
     P p = {0};
-    p.name = name ? name : "config";
-    p.err = err;
-    const char *slash = name ? strrchr(name, '/') : NULL;
-    if (slash != NULL) {
-        p.base_dir = name;
-        p.base_len = (size_t) (slash - name);
-        if (p.base_len == 0)
-            p.base_len = 0; /* "/x.yaml": base "" + "/" + rel */
-    }
+    name = name ? name : "config";
     if (len > MAX_FILE)
-        return dbao_err_set(err, DBAO_ERANGE, "%s: configuration larger than %u bytes", p.name,
+        return dbao_err_set(err, DBAO_ERANGE, "%s: configuration larger than %u bytes", name,
                             MAX_FILE);
-    return parse_doc(&p, yaml ? yaml : "", len, out);
+    return parse_doc(&p, yaml ? yaml : "", len, name, err, out);
 }
 
 int

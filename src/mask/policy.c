@@ -33,6 +33,7 @@
 #include <yaml.h>
 
 #include "dengbao/mask.h"
+#include "dengbao/yamlcfg.h"
 
 #define MAX_FILE      (4u << 20)
 #define MAX_STR       4096
@@ -70,70 +71,30 @@ struct mask_policy {
 /* ---- parser state and error reporting ---------------------------------------------------- */
 
 typedef struct P {
-    const char *name;
-    const char *base_dir;
-    size_t base_len;
-    yaml_document_t *doc;
-    uint8_t *seen;
-    size_t num_nodes;
-    dbao_err *err;
+    dbao_yaml y; /* the document, the file name (y.name), its folder (y.base), errors (y.err) */
     mask_policy *pol;
     const yaml_node_t *prefix_node; /* detect.mobile_prefixes, for error lines */
 } P;
 
-static unsigned long
-line_of(const yaml_node_t *n)
-{
-    return n ? (unsigned long) n->start_mark.line + 1 : 0;
-}
-
-__attribute__((format(printf, 4, 5))) static int
-fail(P *p, int code, const yaml_node_t *n, const char *fmt, ...)
-{
-    char msg[DBAO_ERR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return dbao_err_set(p->err, code, "%s:%lu: %s", p->name, line_of(n), msg);
-}
+#define fail(p, ...) dbao_yaml_fail(&(p)->y, __VA_ARGS__)
+#define is_null(n)   dbao_yaml_is_null(n)
 
 static int
 oom(P *p)
 {
-    return dbao_err_set(p->err, DBAO_ENOMEM, "%s: out of memory", p->name);
+    return dbao_err_set(p->y.err, DBAO_ENOMEM, "%s: out of memory", p->y.name);
 }
 
 static int
 node(P *p, int id, const yaml_node_t *parent, yaml_node_t **out)
 {
-    yaml_node_t *n = yaml_document_get_node(p->doc, id);
-    if (n == NULL)
-        return fail(p, DBAO_EFORMAT, parent, "bad node");
-    size_t i = (size_t) (n - p->doc->nodes.start);
-    if (i >= p->num_nodes)
-        return fail(p, DBAO_EFORMAT, parent, "bad node");
-    if (p->seen[i])
-        return fail(p, DBAO_EFORMAT, n, "yaml aliases are not supported");
-    p->seen[i] = 1;
-    *out = n;
-    return 0;
+    return dbao_yaml_node(&p->y, id, parent, out);
 }
 
 static const char *
 sval(const yaml_node_t *n)
 {
-    return (const char *) n->data.scalar.value;
-}
-
-static bool
-is_null(const yaml_node_t *n)
-{
-    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return false;
-    const char *v = sval(n);
-    return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
-           strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
+    return dbao_yaml_scalar(n);
 }
 
 /* want_str: a non-empty scalar string without NUL bytes */
@@ -165,7 +126,7 @@ each_pair(P *p, yaml_node_t *m, const char *what, pair_fn fn, void *ctx, bool ch
         if ((rc = want_str(p, kn, what)) != 0)
             return fail(p, DBAO_EFORMAT, kn, "keys in '%s' must be non-empty strings", what);
         for (yaml_node_pair_t *q = m->data.mapping.pairs.start; check_dups && q < pr; q++) {
-            yaml_node_t *qk = yaml_document_get_node(p->doc, q->key);
+            yaml_node_t *qk = yaml_document_get_node(&p->y.doc, q->key);
             if (qk && qk->type == YAML_SCALAR_NODE && strcmp(sval(qk), sval(kn)) == 0)
                 return fail(p, DBAO_EFORMAT, kn, "duplicate key '%.64s' in '%s'", sval(kn), what);
         }
@@ -177,34 +138,12 @@ each_pair(P *p, yaml_node_t *m, const char *what, pair_fn fn, void *ctx, bool ch
     return 0;
 }
 
-/* fields: a mapping with a fixed key set (n <= 16) */
+/* fields: a mapping with a fixed key set */
 static int
 fields(P *p, const yaml_node_t *m, const char *ctx, const char *const *keys, size_t nk,
        yaml_node_t **vals)
 {
-    for (size_t k = 0; k < nk; k++)
-        vals[k] = NULL;
-    if (m->type != YAML_MAPPING_NODE)
-        return fail(p, DBAO_EFORMAT, m, "%s must be a mapping", ctx);
-    for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
-        yaml_node_t *kn, *vn;
-        int rc = node(p, pr->key, m, &kn);
-        if (rc != 0)
-            return rc;
-        if (kn->type != YAML_SCALAR_NODE)
-            return fail(p, DBAO_EFORMAT, kn, "keys must be strings in %s", ctx);
-        size_t k = 0;
-        while (k < nk && strcmp(keys[k], sval(kn)) != 0)
-            k++;
-        if (k == nk)
-            return fail(p, DBAO_EFORMAT, kn, "unknown key '%.64s' in %s", sval(kn), ctx);
-        if (vals[k] != NULL)
-            return fail(p, DBAO_EFORMAT, kn, "duplicate key '%s' in %s", keys[k], ctx);
-        if ((rc = node(p, pr->value, m, &vn)) != 0)
-            return rc;
-        vals[k] = vn;
-    }
-    return 0;
+    return dbao_yaml_fields(&p->y, m, ctx, keys, nk, vals);
 }
 
 /* ---- names ------------------------------------------------------------------------------- */
@@ -282,7 +221,7 @@ add_action(P *p, mask_fn *fn, mask_type type, int *index)
     }
     if (pol->num_actions >= (size_t) MAX_RULES * 4) {
         mask_fn_cleanup(fn);
-        return dbao_err_set(p->err, DBAO_ERANGE, "%s: too many actions", p->name);
+        return dbao_err_set(p->y.err, DBAO_ERANGE, "%s: too many actions", p->y.name);
     }
     if (pol->num_actions == pol->cap_actions) {
         size_t nc = pol->cap_actions ? pol->cap_actions * 2 : 16;
@@ -362,14 +301,14 @@ key_pair(P *p, yaml_node_t *k, yaml_node_t *v, void *ctx)
         return rc;
     const char *path = sval(v);
     char *full = NULL;
-    if (path[0] != '/' && p->base_dir != NULL) {
-        size_t pl = strlen(path);
-        full = dbao_malloc(p->base_len + 1 + pl + 1);
+    if (path[0] != '/' && p->y.base != NULL) {
+        size_t pl = strlen(path), bl = strlen(p->y.base);
+        full = dbao_malloc(bl + 1 + pl + 1);
         if (full == NULL)
             return oom(p);
-        memcpy(full, p->base_dir, p->base_len);
-        full[p->base_len] = '/';
-        memcpy(full + p->base_len + 1, path, pl + 1);
+        memcpy(full, p->y.base, bl);
+        full[bl] = '/';
+        memcpy(full + bl + 1, path, pl + 1);
     }
     dbao_err e;
     dbao_err_clear(&e);
@@ -718,7 +657,7 @@ parse_top(P *p, yaml_node_t *root)
         mask_fn fn;
         memset(&fn, 0, sizeof(fn));
         if (t == MASK_T_NONE) {
-            if ((rc = mask_fn_parse(&fn, DEFAULT_DERIV, strlen(DEFAULT_DERIV), p->err)) != 0)
+            if ((rc = mask_fn_parse(&fn, DEFAULT_DERIV, strlen(DEFAULT_DERIV), p->y.err)) != 0)
                 return rc;
         } else {
             fn.kind = MASK_FN_DEFAULT;
@@ -776,56 +715,14 @@ parse_top(P *p, yaml_node_t *root)
 }
 
 static int
-parse_doc(P *p, const char *yaml, size_t len)
+parse_doc(P *p, const char *yaml, size_t len, const char *name, dbao_err *err)
 {
-    yaml_parser_t parser;
-    yaml_document_t doc, doc2;
-    int rc;
-    if (!yaml_parser_initialize(&parser))
-        return oom(p);
-    yaml_parser_set_input_string(&parser, (const unsigned char *) yaml, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: yaml: %s", p->name,
-                          (unsigned long) parser.problem_mark.line + 1,
-                          parser.problem ? parser.problem : "syntax error");
-        yaml_parser_delete(&parser);
-        return rc;
-    }
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root == NULL) {
-        yaml_document_delete(&doc);
-        yaml_parser_delete(&parser);
-        return dbao_err_set(p->err, DBAO_EFORMAT, "%s:1: empty policy", p->name);
-    }
-    if (!yaml_parser_load(&parser, &doc2)) {
-        rc = dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: yaml: %s", p->name,
-                          (unsigned long) parser.problem_mark.line + 1,
-                          parser.problem ? parser.problem : "syntax error");
-        yaml_document_delete(&doc);
-        yaml_parser_delete(&parser);
-        return rc;
-    }
-    yaml_node_t *root2 = yaml_document_get_root_node(&doc2);
-    unsigned long line2 = root2 ? (unsigned long) root2->start_mark.line + 1 : 0;
-    yaml_document_delete(&doc2);
-    yaml_parser_delete(&parser);
-    if (root2 != NULL) {
-        yaml_document_delete(&doc);
-        return dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: more than one yaml document", p->name,
-                            line2);
-    }
-    p->doc = &doc;
-    p->num_nodes = (size_t) (doc.nodes.top - doc.nodes.start);
-    p->seen = calloc(p->num_nodes ? p->num_nodes : 1, 1);
-    if (p->seen == NULL) {
-        yaml_document_delete(&doc);
-        return oom(p);
-    }
-    p->seen[(size_t) (root - doc.nodes.start)] = 1;
-    rc = parse_top(p, root);
-    free(p->seen);
-    p->seen = NULL;
-    yaml_document_delete(&doc);
+    int rc = dbao_yaml_load(&p->y, yaml, len, name, err);
+    if (rc == 0 && p->y.root == NULL)
+        rc = dbao_err_set(err, DBAO_EFORMAT, "%s:1: empty policy", name);
+    if (rc == 0)
+        rc = parse_top(p, p->y.root);
+    dbao_yaml_free(&p->y);
     return rc;
 }
 
@@ -838,15 +735,11 @@ mask_policy_parse(mask_policy **out, const char *text, size_t len, const char *n
     if (text == NULL && len > 0)
         return dbao_err_set(err, DBAO_EINVAL, "mask_policy_parse: text is NULL");
     P p = {0};
-    p.name = name ? name : "policy";
-    p.err = err;
-    const char *slash = name ? strrchr(name, '/') : NULL;
-    if (slash != NULL) {
-        p.base_dir = name;
-        p.base_len = (size_t) (slash - name);
-    }
+    name = name ? name : "policy";
+    p.y.name = name;
+    p.y.err = err;
     if (len > MAX_FILE)
-        return dbao_err_set(err, DBAO_ERANGE, "%s: policy larger than %u bytes", p.name, MAX_FILE);
+        return dbao_err_set(err, DBAO_ERANGE, "%s: policy larger than %u bytes", name, MAX_FILE);
     mask_policy *pol = dbao_calloc(1, sizeof(*pol));
     if (pol == NULL)
         return oom(&p);
@@ -857,7 +750,7 @@ mask_policy_parse(mask_policy **out, const char *text, size_t len, const char *n
         mask_policy_free(pol);
         return oom(&p);
     }
-    rc = parse_doc(&p, text ? text : "", len);
+    rc = parse_doc(&p, text ? text : "", len, name, err);
     if (rc != 0) {
         mask_policy_free(pol);
         return rc;

@@ -54,6 +54,7 @@
 
 #include <yaml.h>
 
+#include "dengbao/yamlcfg.h"
 #include "dengbao/zt.h"
 
 #define MAX_ROLES    4096
@@ -340,72 +341,35 @@ zt_rbac_num_rules(const zt_rbac *p)
 /* ---- parser ---- */
 
 typedef struct P {
-    const char *name;
-    yaml_document_t *doc;
-    uint8_t *seen;
-    size_t num_nodes;
-    dbao_err *err;
+    dbao_yaml y; /* the document, the file name (y.name), errors (y.err) */
     zt_rbac *pol;
 } P;
+
+#define fail(p, ...) dbao_yaml_fail(&(p)->y, __VA_ARGS__)
 
 static unsigned long
 line_of(const yaml_node_t *n)
 {
     return n ? (unsigned long) n->start_mark.line + 1 : 0;
 }
-
-__attribute__((format(printf, 4, 5))) static int
-fail(P *p, int code, const yaml_node_t *n, const char *fmt, ...)
-{
-    char msg[DBAO_ERR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return dbao_err_set(p->err, code, "%s:%lu: %s", p->name, line_of(n), msg);
-}
+#define is_null(n) dbao_yaml_is_null(n)
 
 static int
 oom(P *p)
 {
-    return dbao_err_set(p->err, DBAO_ENOMEM, "%s: out of memory", p->name);
+    return dbao_err_set(p->y.err, DBAO_ENOMEM, "%s: out of memory", p->y.name);
 }
 
-/* node fetches node `id` and marks it visited: a node reached twice is an alias */
 static int
 node(P *p, int id, const yaml_node_t *parent, yaml_node_t **out)
 {
-    yaml_node_t *n = yaml_document_get_node(p->doc, id);
-    if (n == NULL) {
-        return fail(p, DBAO_EFORMAT, parent, "bad node");
-    }
-    size_t i = (size_t) (n - p->doc->nodes.start);
-    if (i >= p->num_nodes) {
-        return fail(p, DBAO_EFORMAT, parent, "bad node");
-    }
-    if (p->seen[i]) {
-        return fail(p, DBAO_EFORMAT, n, "yaml aliases are not supported");
-    }
-    p->seen[i] = 1;
-    *out = n;
-    return 0;
+    return dbao_yaml_node(&p->y, id, parent, out);
 }
 
 static const char *
 sval(const yaml_node_t *n)
 {
-    return (const char *) n->data.scalar.value;
-}
-
-static bool
-is_null(const yaml_node_t *n)
-{
-    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
-        return false;
-    }
-    const char *v = sval(n);
-    return v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
-           strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
+    return dbao_yaml_scalar(n);
 }
 
 /* scalar checks that n is a non-null, non-empty string without NUL bytes */
@@ -610,7 +574,7 @@ check_ids(P *p)
     }
     dbao_free(v);
     if (dup != NULL) {
-        return dbao_err_set(p->err, DBAO_EFORMAT, "%s:%lu: duplicate rule id '%.64s'", p->name,
+        return dbao_err_set(p->y.err, DBAO_EFORMAT, "%s:%lu: duplicate rule id '%.64s'", p->y.name,
                             dup->line, dup->id);
     }
     return 0;
@@ -853,11 +817,8 @@ parse_top(P *p, const yaml_node_t *root)
 int
 zt_rbac_parse(zt_rbac **out, const char *text, size_t len, const char *name, dbao_err *err)
 {
-    yaml_parser_t parser;
-    yaml_document_t doc, doc2;
-    int rc;
-    P p = {.name = name ? name : "policy", .err = err};
-
+    P p = {0};
+    name = name ? name : "policy";
     if (out == NULL) {
         return dbao_err_set(err, DBAO_EINVAL, "zt_rbac_parse: out is NULL");
     }
@@ -866,60 +827,28 @@ zt_rbac_parse(zt_rbac **out, const char *text, size_t len, const char *name, dba
         return dbao_err_set(err, DBAO_EINVAL, "zt_rbac_parse: text is NULL");
     }
     if (len > ZT_RBAC_MAX_TEXT) {
-        return dbao_err_set(err, DBAO_ERANGE, "%s: policy larger than %u bytes", p.name,
+        return dbao_err_set(err, DBAO_ERANGE, "%s: policy larger than %u bytes", name,
                             ZT_RBAC_MAX_TEXT);
     }
-    if (!yaml_parser_initialize(&parser)) {
-        return oom(&p);
+    int rc = dbao_yaml_load(&p.y, text ? text : "", len, name, err);
+    if (rc == 0 && p.y.root == NULL) {
+        rc = dbao_err_set(err, DBAO_EFORMAT, "%s:1: empty policy", name);
     }
-    yaml_parser_set_input_string(&parser, (const unsigned char *) (text ? text : ""), len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = dbao_err_set(err, DBAO_EFORMAT, "%s:%lu: yaml: %s", p.name,
-                          (unsigned long) parser.problem_mark.line + 1,
-                          parser.problem ? parser.problem : "syntax error");
-        yaml_parser_delete(&parser);
-        return rc;
+    if (rc == 0) {
+        p.pol = dbao_calloc(1, sizeof(*p.pol));
+        if (p.pol == NULL) {
+            rc = oom(&p);
+        }
     }
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root == NULL) {
-        yaml_document_delete(&doc);
-        yaml_parser_delete(&parser);
-        return dbao_err_set(err, DBAO_EFORMAT, "%s:1: empty policy", p.name);
+    if (rc == 0) {
+        atomic_init(&p.pol->refs, 1);
+        rc = parse_top(&p, p.y.root);
     }
-    if (!yaml_parser_load(&parser, &doc2)) {
-        rc = dbao_err_set(err, DBAO_EFORMAT, "%s:%lu: yaml: %s", p.name,
-                          (unsigned long) parser.problem_mark.line + 1,
-                          parser.problem ? parser.problem : "syntax error");
-        yaml_document_delete(&doc);
-        yaml_parser_delete(&parser);
-        return rc;
-    }
-    yaml_node_t *root2 = yaml_document_get_root_node(&doc2);
-    unsigned long line2 = root2 ? (unsigned long) root2->start_mark.line + 1 : 0;
-    yaml_document_delete(&doc2);
-    yaml_parser_delete(&parser);
-    if (root2 != NULL) {
-        yaml_document_delete(&doc);
-        return dbao_err_set(err, DBAO_EFORMAT, "%s:%lu: more than one yaml document", p.name,
-                            line2);
-    }
-    p.doc = &doc;
-    p.num_nodes = (size_t) (doc.nodes.top - doc.nodes.start);
-    p.seen = dbao_calloc(p.num_nodes ? p.num_nodes : 1, 1);
-    p.pol = dbao_calloc(1, sizeof(*p.pol));
-    if (p.seen == NULL || p.pol == NULL) {
-        dbao_free(p.seen);
-        dbao_free(p.pol);
-        yaml_document_delete(&doc);
-        return oom(&p);
-    }
-    atomic_init(&p.pol->refs, 1);
-    p.seen[root - doc.nodes.start] = 1;
-    rc = parse_top(&p, root);
-    dbao_free(p.seen);
-    yaml_document_delete(&doc);
+    dbao_yaml_free(&p.y);
     if (rc != 0) {
-        rbac_free(p.pol);
+        if (p.pol != NULL) {
+            rbac_free(p.pol);
+        }
         return rc;
     }
     *out = p.pol;

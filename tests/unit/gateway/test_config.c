@@ -215,7 +215,7 @@ static const struct neg {
     {BASE_L BASE_C BASE_R "timeouts: {header: 10x}\n", "'header' must be a duration", 4},
     {BASE_L BASE_C BASE_R "timeouts: {header: -5s}\n", "'header' must be a duration", 4},
     {BASE_L BASE_C BASE_R "limits: {body_max: 16q}\n", "'body_max' must be a size", 4},
-    {BASE_L BASE_C BASE_R "limits: {body_max: 0}\n", "'body_max' is out of range", 4},
+    {BASE_L BASE_C BASE_R "limits: {body_max: 0}\n", "'body_max' must be between 1 and", 4},
     {BASE_L "clusters:\n  - name: api\n    endpoints: [\"127.0.0.1:9000\"]\n"
             "    timeouts: {timeuot: 1s}\n" BASE_R,
      "unknown key 'timeuot' in cluster 'api'", 5},
