@@ -8,7 +8,8 @@
  *   pgclient CONNINFO params SQL [P...]    PQexecParams (unnamed statement, text results)
  *   pgclient CONNINFO binary SQL           PQexecParams asking for binary results (hex out)
  *   pgclient CONNINFO copy SQL             COPY ... TO STDOUT, data printed as received
- *   pgclient CONNINFO cancel               pg_sleep(10) cancelled after 300 ms
+ *   pgclient CONNINFO cancel               pg_sleep(10), cancelled (again every 300 ms until it
+ * ends)
  *
  * Rows are printed one per line, fields separated by '|', NULL as \N. An error prints
  * "ERROR <sqlstate> <message>" and exits 1. Connection failure exits 2.
@@ -113,12 +114,26 @@ main(int argc, char **argv)
             printf("ERROR ????? send failed\n");
             rc = 1;
         } else {
-            usleep(300000);
-            char eb[256];
+            /* A cancel that arrives before the backend starts the query is ignored by the
+             * server: send one every 300 ms until the query has ended (10 s at most). */
             PGcancel *cn = PQgetCancel(c);
-            if (cn == NULL || !PQcancel(cn, eb, sizeof eb)) {
-                printf("CANCEL-FAILED %s\n", cn ? eb : "no cancel object");
+            if (cn == NULL) {
+                printf("CANCEL-FAILED no cancel object\n");
                 rc = 1;
+            }
+            for (int i = 0; cn != NULL && i < 30; i++) {
+                usleep(300000);
+                char eb[256];
+                if (!PQcancel(cn, eb, sizeof eb)) {
+                    printf("CANCEL-FAILED %s\n", eb);
+                    rc = 1;
+                    break;
+                }
+                if (!PQconsumeInput(c) || !PQisBusy(c))
+                    break;
+                usleep(100000);
+                if (!PQconsumeInput(c) || !PQisBusy(c))
+                    break;
             }
             PQfreeCancel(cn);
             while ((r = PQgetResult(c)) != NULL) {
