@@ -2415,6 +2415,12 @@ mk_restarget(PgQuery__Node *val)
 static int
 set_label(PgQuery__ResTarget *rt, const char *label)
 {
+    /* The output labels of a set operation are borrowed from its first branch's targets:
+     * relabelling that target with its own name must not free the string the later branches
+     * are labelled from (found by fuzz_mask_sql: SELECT ... INTERSECT SELECT ...). */
+    if (label == rt->name) {
+        return 0;
+    }
     char *d = mstrdup(label);
     if (d == NULL) {
         return DBAO_ENOMEM;
@@ -2781,6 +2787,20 @@ copy_stmt(ctx *x, PgQuery__CopyStmt *c, int32_t start, int32_t end)
     }
     if (x->stmt_masked == before) {
         return 0;
+    }
+    /* The statement is deparsed again: an option without a value that PostgreSQL would refuse
+     * anyway ("(FORMAT, x)") crashes libpg_query's deparser (found by fuzz_mask_sql), so only
+     * the boolean options may come without one. */
+    for (size_t i = 0; i < c->n_options; i++) {
+        PgQuery__Node *n = c->options[i];
+        if (n == NULL || n->node_case != PG_QUERY__NODE__NODE_DEF_ELEM) {
+            return refuse(x, "42601", "COPY options cannot be parsed");
+        }
+        const PgQuery__DefElem *d = n->def_elem;
+        if (d->arg == NULL && strcmp(d->defname, "header") != 0 &&
+            strcmp(d->defname, "freeze") != 0) {
+            return refuse(x, "42601", "a COPY option other than HEADER or FREEZE needs a value");
+        }
     }
     const char *fmt = "text";
     for (size_t i = 0; i < c->n_options; i++) {

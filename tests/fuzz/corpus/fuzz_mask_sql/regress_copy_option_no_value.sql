@@ -1,0 +1,1 @@
+COPY patients TO STDOUT (FORMAT ,inary)

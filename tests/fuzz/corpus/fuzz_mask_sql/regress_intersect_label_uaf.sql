@@ -1,0 +1,1 @@
+SELECT $$SCT namepsneSELECT dçççççç$$çÇs INTERSECT SELECT id_no FROM patients
