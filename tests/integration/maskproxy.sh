@@ -6,7 +6,8 @@
 # The invariant checked after every statement of a masked role: no clear value of the test
 # data ever comes back (rows, COPY data, error messages), whatever the bypass tried. A role
 # that may see the values sees them clear. Every decision is in the audit log, which verifies,
-# and holds no clear value either.
+# and holds no clear value either. A second proxy checks TLS on both sides (clients refused
+# without TLS, TLS 1.2+ to PostgreSQL, md5 and SCRAM with channel_binding=disable).
 #
 # Debugging knobs: MP_WRAP="gdb -q -batch -ex run -ex bt --args" runs the proxy under a wrapper,
 # MP_FULL=1 prints the proxy's whole stderr on failure, MP_KEEP=1 keeps the temporary folder.
@@ -19,8 +20,13 @@ PGC=$(dirname "$BIN")/pgclient
 T=$(mktemp -d /tmp/maskproxy.XXXXXX)
 chmod 755 "$T"
 MP_PID=
+TLS_PID=
 
 cleanup() {
+  if [ -n "$TLS_PID" ]; then
+    kill -TERM "$TLS_PID" 2>/dev/null
+    wait "$TLS_PID" 2>/dev/null
+  fi
   if [ -n "$MP_PID" ]; then
     kill -TERM "$MP_PID" 2>/dev/null
     wait "$MP_PID" 2>/dev/null
@@ -43,6 +49,7 @@ check() { echo "-- $*"; }
 "$BIN" maskproxy --help >/dev/null 2>&1 || fail "'$BIN maskproxy --help' does not work"
 [ -x "$PGC" ] || fail "pgclient not built next to $BIN"
 command -v psql >/dev/null || fail "psql is not installed (scripts/deps.sh)"
+command -v openssl >/dev/null || fail "openssl is not installed (scripts/deps.sh)"
 
 # ---- PostgreSQL and the test data --------------------------------------------------------------
 mkdir -p "$T/svc"
@@ -259,6 +266,40 @@ out=$(PGPASSWORD=md5pw psql -X -h 127.0.0.1 -p "$MPPORT" -U md5user -d clinic -q
 [ "$out" = "440524********0014" ] || fail "md5user (no role) is masked: $out"
 out=$(PGPASSWORD=wrong psql -X -h 127.0.0.1 -p "$MPPORT" -U clerk -d clinic -qAt -c "SELECT 1" 2>&1)
 echo "$out" | grep -q 'password authentication failed' || fail "wrong password: $out"
+
+check "TLS on both sides: clients must use TLS (1.2+), the proxy speaks TLS to PostgreSQL"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=maskproxy.test -keyout "$T/proxy.key" -out "$T/proxy.pem" >/dev/null 2>&1 ||
+  fail "cannot make a certificate"
+chmod 600 "$T/proxy.key"
+"$BIN" audit init --dir "$T/audit2" --origin clinic.example/maskproxy-tls >/dev/null 2>&1 ||
+  fail "audit init (tls)"
+TLSPORT=$("$SVC" freeport)
+sed -e "s/^listen: .*/listen: 127.0.0.1:$TLSPORT/" -e 's/tls: disable}/tls: require}/' \
+  -e 's/^audit: {dir: audit,/audit: {dir: audit2,/' "$T/mask.yaml" >"$T/mask-tls.yaml"
+printf 'tls: {cert: proxy.pem, key: proxy.key, require: true}\n' >>"$T/mask-tls.yaml"
+"$BIN" maskproxy --config "$T/mask-tls.yaml" 2>"$T/mp-tls.err" &
+TLS_PID=$!
+for _ in $(seq 1 100); do
+  grep -q "listening on" "$T/mp-tls.err" && break
+  sleep 0.1
+done
+grep -q "listening on 127.0.0.1:$TLSPORT" "$T/mp-tls.err" || fail "tls proxy: no ready line"
+tls_as() { # tls_as USER PASSWORD SSLMODE SQL
+  PGPASSWORD=$2 psql -X "host=127.0.0.1 port=$TLSPORT dbname=clinic user=$1 sslmode=$3 channel_binding=disable" \
+    -qAt -c "$4" 2>&1
+}
+out=$(tls_as clerk clerkpw require "SELECT id_no FROM patients WHERE id = 1")
+[ "$out" = "110105********002X" ] || fail "masked over TLS: $out"
+out=$(tls_as doctor docpw require "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+echo "$out" | grep -Eq '^t\|TLSv1\.[23]$' || fail "proxy to PostgreSQL is not TLS 1.2+: $out"
+out=$(tls_as md5user md5pw require "SELECT mobile FROM patients WHERE id = 3")
+[ "$out" = "150****2222" ] || fail "md5 over TLS both sides: $out"
+out=$(tls_as clerk clerkpw disable "SELECT 1")
+echo "$out" | grep -qi 'tls\|ssl\|encrypt' || fail "a plain client was not refused: $out"
+kill -TERM "$TLS_PID"
+wait "$TLS_PID" || fail "tls proxy exit status"
+TLS_PID=
 
 check "a table created after start is found by a catalog reload and masked"
 su_sql -d clinic -c "CREATE TABLE later(id int, contact text); COMMENT ON COLUMN later.contact IS '@PII:CN_MOBILE'; INSERT INTO later VALUES (1, '$MOB3'); GRANT ALL ON later TO clerk"
