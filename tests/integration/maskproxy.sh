@@ -136,7 +136,7 @@ echo "$out" | grep -q "bad.yaml:3: unknown key 'polcy'" || fail "bad config mess
 
 ${MP_WRAP:-} "$BIN" maskproxy --config "$T/mask.yaml" 2>"$T/mp.err" &
 MP_PID=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   grep -q "maskproxy: listening on" "$T/mp.err" && break
   kill -0 "$MP_PID" 2>/dev/null || fail "maskproxy exited"
   sleep 0.1
@@ -280,11 +280,13 @@ sed -e "s/^listen: .*/listen: 127.0.0.1:$TLSPORT/" -e 's/tls: disable}/tls: requ
 printf 'tls: {cert: proxy.pem, key: proxy.key, require: true}\n' >>"$T/mask-tls.yaml"
 "$BIN" maskproxy --config "$T/mask-tls.yaml" 2>"$T/mp-tls.err" &
 TLS_PID=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   grep -q "listening on" "$T/mp-tls.err" && break
+  kill -0 "$TLS_PID" 2>/dev/null || break
   sleep 0.1
 done
-grep -q "listening on 127.0.0.1:$TLSPORT" "$T/mp-tls.err" || fail "tls proxy: no ready line"
+grep -q "listening on 127.0.0.1:$TLSPORT" "$T/mp-tls.err" ||
+  fail "tls proxy: no ready line; its stderr: $(cat "$T/mp-tls.err")"
 tls_as() { # tls_as USER PASSWORD SSLMODE SQL
   PGPASSWORD=$2 psql -X "host=127.0.0.1 port=$TLSPORT dbname=clinic user=$1 sslmode=$3 channel_binding=disable" \
     -qAt -c "$4" 2>&1
