@@ -63,6 +63,7 @@
 #include "dengbao/mask.h"
 #include "maskproxy.h"
 #include "pgproxy.h"
+#include "pgwire.h"
 #include "sqlmask.h"
 
 #define MARKER_LEN    13 /* 0x1f + 12 hex digits */
@@ -186,25 +187,13 @@ struct mask_proxy {
         st_audit, st_audit_fail;
 };
 
-/* ---- small helpers
- * ----------------------------------------------------------------------- */
-
-static uint32_t
-rd32(const uint8_t *p)
-{
-    return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
-}
-
-static uint16_t
-rd16(const uint8_t *p)
-{
-    return (uint16_t) (p[0] << 8 | p[1]);
-}
+/* ---- small helpers --------------------------------------------------------------------------- */
 
 static int
 put32(dbao_buf *b, uint32_t v)
 {
-    uint8_t x[4] = {(uint8_t) (v >> 24), (uint8_t) (v >> 16), (uint8_t) (v >> 8), (uint8_t) v};
+    uint8_t x[4];
+    pgw_put32(x, v);
     return dbao_buf_put(b, x, 4);
 }
 
@@ -222,18 +211,6 @@ sess_unref(mp_sess *ss)
     free(ss);
 }
 
-static int
-hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* copy_text copies src into dst[cap], cut on a UTF-8 character boundary if too long */
 static void
 copy_text(char *dst, size_t cap, const char *src)
@@ -248,9 +225,7 @@ copy_text(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-/* ---- refusals
- * ------------------------------------------------------------------------------
- */
+/* ---- refusals -------------------------------------------------------------------------------- */
 
 /* refusal_sql puts the text that makes the server fail with our refusal into
  * `out`. */
@@ -266,9 +241,7 @@ refusal_sql(mp_sess *ss, const char *sqlstate, const char *msg, dbao_buf *out)
     return dbao_buf_printf(out, "SELECT \"%sR%u\"", ss->mp->marker, r->id);
 }
 
-/* ---- audit
- * ----------------------------------------------------------------------------------
- */
+/* ---- audit ----------------------------------------------------------------------------------- */
 
 static void
 json_set_str(json_t *o, const char *k, const char *v)
@@ -572,9 +545,7 @@ shape_remember(mp_sess *ss, mp_db *db, bool parse, const dbao_buf *sh, uint64_t 
                     .text = t};
 }
 
-/* ---- deciding
- * ------------------------------------------------------------------------------
- */
+/* ---- deciding -------------------------------------------------------------------------------- */
 
 static mp_db *db_get(mp_worker *w, const char *name);
 static void db_load(mp_db *db);
@@ -733,9 +704,7 @@ on_async(uv_async_t *h)
     }
 }
 
-/* ---- catalogs
- * --------------------------------------------------------------------------------
- */
+/* ---- catalogs -------------------------------------------------------------------------------- */
 
 static void
 load_work(uv_work_t *req)
@@ -915,9 +884,7 @@ worker_get(mask_proxy *mp, uv_loop_t *loop)
     return w;
 }
 
-/* ---- hooks
- * -----------------------------------------------------------------------------------
- */
+/* ---- hooks ----------------------------------------------------------------------------------- */
 
 static int
 hk_startup(pgp_session *s, void *arg, const char *const *params, char sqlstate[6], dbao_buf *msg)
@@ -1072,15 +1039,10 @@ mask_marked(mp_sess *ss, const uint8_t *v, size_t n, dbao_buf *out, bool copy_sa
     const mask_action *act = ok ? mask_policy_action(mp->pol, k) : NULL;
     dbao_buf *clear = &ss->tmp2;
     dbao_buf_reset(clear);
-    if (act != NULL && dbao_buf_reserve(clear, (n - i) / 2) == 0) {
-        for (; i + 1 < n; i += 2) {
-            int hi = hexval(v[i]), lo = hexval(v[i + 1]);
-            if (hi < 0 || lo < 0) {
-                act = NULL;
-                break;
-            }
-            clear->data[clear->len++] = (char) (hi << 4 | lo);
-        }
+    if (act != NULL && dbao_buf_reserve(clear, (n - i) / 2) == 0 &&
+        dbao_hex_decode_fixed((uint8_t *) clear->data, (n - i) / 2, (const char *) v + i, n - i,
+                              NULL) == 0) {
+        clear->len = (n - i) / 2;
     } else {
         act = NULL;
     }
@@ -1157,7 +1119,7 @@ data_row(mp_sess *ss, const uint8_t *p, size_t len, dbao_buf *out)
     mask_proxy *mp = ss->mp;
     if (len < 2)
         return -1;
-    size_t nf = rd16(p), off = 2;
+    size_t nf = pgw_get16(p), off = 2;
     bool scan = mp->cfg->scan_results;
     bool changed = false;
     dbao_buf_reset(out);
@@ -1165,7 +1127,7 @@ data_row(mp_sess *ss, const uint8_t *p, size_t len, dbao_buf *out)
         if (off + 4 > len)
             return -1;
         size_t fstart = off;
-        uint32_t fl = rd32(p + off);
+        uint32_t fl = pgw_get32(p + off);
         off += 4;
         if (fl == 0xffffffffu) {
             if (changed)
@@ -1250,7 +1212,7 @@ row_description(mp_sess *ss, const uint8_t *p, size_t len)
     ss->ncols = 0;
     if (len < 2)
         return;
-    size_t n = rd16(p), off = 2;
+    size_t n = pgw_get16(p), off = 2;
     if (n > ss->capcols) {
         uint32_t *t = realloc(ss->col_type, n * sizeof *t);
         if (t != NULL)
@@ -1269,8 +1231,8 @@ row_description(mp_sess *ss, const uint8_t *p, size_t len)
         off = (size_t) (z - p) + 1;
         if (off + 18 > len)
             return;
-        ss->col_type[i] = rd32(p + off + 6);
-        ss->col_fmt[i] = (uint8_t) (rd16(p + off + 16) != 0);
+        ss->col_type[i] = pgw_get32(p + off + 6);
+        ss->col_fmt[i] = (uint8_t) (pgw_get16(p + off + 16) != 0);
         off += 18;
     }
     ss->ncols = n;
@@ -1421,9 +1383,7 @@ hk_close(pgp_session *s, void *arg)
     sess_unref(ss);
 }
 
-/* ---- lifecycle
- * -------------------------------------------------------------------------------
- */
+/* ---- lifecycle ------------------------------------------------------------------------------- */
 
 static int
 client_tls_ctx(SSL_CTX **out, const mask_proxy_config *c, dbao_err *err)
