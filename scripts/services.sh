@@ -30,10 +30,15 @@ die() {
   exit 1
 }
 
+# Ports are drawn below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768+ by
+# default): a port there can be the local end of some outgoing connection, which a connect probe
+# does not see but which makes the service's bind() fail.
 freeport() {
-  local p
+  local p lo=32768
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  [ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return 0
@@ -210,7 +215,7 @@ start_nginx_proxy() {
 }
 
 start_postgres() {
-  local dir=$1 port=${2:-} bin=/usr/lib/postgresql/15/bin d data
+  local dir=$1 port=${2:-} bin=/usr/lib/postgresql/15/bin d data fixed=${2:-} try
   [ -n "$port" ] || port=$(freeport)
   [ -x "$bin/postgres" ] || die "PostgreSQL 15 is not installed (scripts/deps.sh)"
   d=$(cd "$dir" && pwd)/postgres
@@ -256,14 +261,28 @@ local all all scram-sha-256
 host all md5user 127.0.0.1/32 md5
 host all all 127.0.0.1/32 scram-sha-256
 EOF
-  else
-    sed -i "s/^port = .*/port = $port/" "$data/postgresql.conf"
   fi
-  "${run[@]}" "$bin/postgres" -D "$data" >"$d/log" 2>&1 &
-  echo $! >"$d/pid"
-  echo "$port" >"$d/port"
-  wait_ready postgres "$d/pid" "$d/log" pg_isready -q -h 127.0.0.1 -p "$port" || return 1
-  echo "$port"
+  # A port taken between the probe and the bind (another test, an outgoing connection) is not
+  # a failure of the service: with no port asked for, try another one.
+  for try in 1 2 3 4 5; do
+    sed -i "s/^port = .*/port = $port/" "$data/postgresql.conf"
+    "${run[@]}" "$bin/postgres" -D "$data" >"$d/log" 2>&1 &
+    echo $! >"$d/pid"
+    echo "$port" >"$d/port"
+    # Ready on its own socket directory: on 127.0.0.1:PORT another server could answer.
+    # (PostgreSQL creates its TCP sockets, or exits, before the unix socket.)
+    if wait_ready postgres "$d/pid" "$d/log" pg_isready -q -h "$d" -p "$port" 2>"$d/start.err"; then
+      echo "$port"
+      return 0
+    fi
+    if [ -z "$fixed" ] && [ "$try" -lt 5 ] && grep -q 'could not bind\|Address already in use' "$d/log"; then
+      wait "$(cat "$d/pid")" 2>/dev/null
+      port=$(freeport)
+      continue
+    fi
+    cat "$d/start.err" >&2
+    return 1
+  done
 }
 
 stop_dir() {

@@ -213,11 +213,11 @@ all=""
 for i in $(seq 4 $((n - 1))); do
   all+=$(curl -s "${A[@]}" "$U/v1/records/$i")$'\n'
 done
-echo "$all" | grep -q '"event_type":"audit.read".*"object":"/v1/records/0".*"code":200' || fail "no audit.read record"
-echo "$all" | grep -q '"subject":{"id":"auditor-1","role":"audit-admin"' || fail "audit.read without the reader's identity"
-echo "$all" | grep -q '"event_type":"auth.failure".*"result":"failure","code":401' || fail "no auth.failure 401 record"
-echo "$all" | grep -q '"subject":{"id":"svc-gateway".*"event_type":"auth.failure".*"code":403' || fail "no auth.failure 403 record"
-if echo "$all" | grep -q 'secret'; then fail "a token leaked into the log"; fi
+grep -q '"event_type":"audit.read".*"object":"/v1/records/0".*"code":200' <<<"$all" || fail "no audit.read record"
+grep -q '"subject":{"id":"auditor-1","role":"audit-admin"' <<<"$all" || fail "audit.read without the reader's identity"
+grep -q '"event_type":"auth.failure".*"result":"failure","code":401' <<<"$all" || fail "no auth.failure 401 record"
+grep -q '"subject":{"id":"svc-gateway".*"event_type":"auth.failure".*"code":403' <<<"$all" || fail "no auth.failure 403 record"
+if grep -q 'secret' <<<"$all"; then fail "a token leaked into the log"; fi
 ok "reads (audit.read) and refusals (auth.failure) are audited, no token in the log"
 stop
 ok "SIGTERM: graceful stop, exit 0"
