@@ -29,6 +29,20 @@ static const char *const sm4_paths[] = {"portable", "aesni-avx2", "gfni-avx512"}
 static const char *const ghash_paths[] = {"portable", "pclmul", "vpclmul-avx512"};
 #define NPATHS 3
 
+/* Under the sanitizers a vector path's single-block call costs ~100 us, so GB/T 32907 A.2's
+ * million single-block encryptions (3 minutes per path) run on the portable path only there;
+ * the CBC chain below still checks A.2 on every path, and `make test` runs it all. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SM4_IMPL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SM4_IMPL_ASAN 1
+#endif
+#endif
+#ifndef SM4_IMPL_ASAN
+#define SM4_IMPL_ASAN 0
+#endif
+
 static unsigned long
 iters(void)
 {
@@ -177,11 +191,13 @@ test_gbt32907(void **state)
         assert_memory_equal(b, exp1, 16);
         im->ecb(rkd, d, b, 1);
         assert_memory_equal(d, key, 16);
-        memcpy(b, key, 16);
-        for (i = 0; i < 1000000; i++) {
-            im->ecb(rke, b, b, 1);
+        if (!SM4_IMPL_ASAN || p == 0) {
+            memcpy(b, key, 16);
+            for (i = 0; i < 1000000; i++) {
+                im->ecb(rke, b, b, 1);
+            }
+            assert_memory_equal(b, expm, 16);
         }
-        assert_memory_equal(b, expm, 16);
         /* The same chain through CBC: C_i = E(0 ^ C_{i-1}) with IV = P. */
         {
             static uint8_t zero[16 * 1000];
