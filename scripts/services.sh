@@ -18,6 +18,10 @@
 #                        certificate DIR/postgres/data/server.crt; pg_hba: trust for postgres on
 #                        the local socket, md5 for md5user and scram-sha-256 for everyone else
 #                        (host lines and the local socket)); prints the port
+#   scripts/services.sh start etcd DIR [PORT]          etcd 3.4, one member (data in DIR/etcd; peer
+#                        and metrics ports from freeport; ready on /health); prints the client
+#                        port. Started again on the same DIR and PORT it keeps its data (a
+#                        restart).
 #   scripts/services.sh stop DIR                       stops everything started in DIR
 #   scripts/services.sh freeport                       prints a free TCP port on 127.0.0.1
 #
@@ -285,10 +289,45 @@ EOF
   done
 }
 
+start_etcd() {
+  local dir=$1 port=${2:-} fixed=${2:-} peer metrics d try
+  command -v etcd >/dev/null || die "etcd is not installed (scripts/deps.sh)"
+  [ -n "$port" ] || port=$(freeport)
+  d=$(cd "$dir" && pwd)/etcd
+  mkdir -p "$d" || die "cannot create $d"
+  # etcd 3.4 calls arm64 an unsupported architecture and refuses to start without this.
+  [ "$(uname -m)" = aarch64 ] && export ETCD_UNSUPPORTED_ARCH=arm64
+  for try in 1 2 3 4 5; do
+    peer=$(freeport)
+    metrics=$(freeport)
+    etcd --name n1 --data-dir "$d/data" \
+      --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+      --initial-cluster "n1=http://127.0.0.1:$peer" --listen-metrics-urls "http://127.0.0.1:$metrics" \
+      >"$d/log" 2>&1 &
+    echo $! >"$d/pid"
+    echo "$port" >"$d/port"
+    if wait_ready etcd "$d/pid" "$d/log" curl -sf "http://127.0.0.1:$port/health" 2>"$d/start.err"; then
+      echo "$port"
+      return 0
+    fi
+    if [ "$try" -lt 5 ] && grep -q 'address already in use' "$d/log"; then
+      kill -KILL "$(cat "$d/pid")" 2>/dev/null
+      wait "$(cat "$d/pid")" 2>/dev/null
+      [ -z "$fixed" ] && port=$(freeport)
+      sleep 0.2
+      continue
+    fi
+    cat "$d/start.err" >&2
+    kill -KILL "$(cat "$d/pid")" 2>/dev/null
+    return 1
+  done
+}
+
 stop_dir() {
   local dir=$1 f pid sig
   for f in "$dir"/nats/pid "$dir"/clickhouse/pid "$dir"/nginx/pid "$dir"/nginx-proxy/pid \
-    "$dir"/postgres/pid; do
+    "$dir"/postgres/pid "$dir"/etcd/pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
     sig=TERM
@@ -309,7 +348,7 @@ stop_dir() {
 
 case "${1:-}" in
 start)
-  [ $# -ge 3 ] || die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy|postgres DIR [PORT ...]"
+  [ $# -ge 3 ] || die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy|postgres|etcd DIR [PORT ...]"
   mkdir -p "$3" || die "cannot create $3"
   case "$2" in
   nats) start_nats "$3" "${4:-}" ;;
@@ -317,7 +356,8 @@ start)
   nginx) start_nginx "$3" "${4:-}" "${5:-}" ;;
   nginx-proxy) start_nginx_proxy "$3" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}" ;;
   postgres) start_postgres "$3" "${4:-}" ;;
-  *) die "unknown service '$2' (nats, clickhouse, nginx, nginx-proxy, postgres)" ;;
+  etcd) start_etcd "$3" "${4:-}" ;;
+  *) die "unknown service '$2' (nats, clickhouse, nginx, nginx-proxy, postgres, etcd)" ;;
   esac
   ;;
 stop)
@@ -325,5 +365,5 @@ stop)
   stop_dir "$2"
   ;;
 freeport) freeport ;;
-*) die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy|postgres DIR [PORT ...] | stop DIR | freeport" ;;
+*) die "usage: services.sh start nats|clickhouse|nginx|nginx-proxy|postgres|etcd DIR [PORT ...] | stop DIR | freeport" ;;
 esac
