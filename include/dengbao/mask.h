@@ -273,6 +273,54 @@ int mask_apply_text(const mask_policy *p, const char *const *roles, size_t num_r
 int mask_apply_json(const mask_policy *p, const char *const *roles, size_t num_roles,
                     const char *in, size_t len, dbao_buf *out, mask_stats *st, dbao_err *err);
 
+/* ---- streaming JSON masking (src/mask/jsonstream.c) ---------------------------------------- */
+
+/* A mask_json_stream applies a policy to one JSON document that arrives in pieces (a response
+ * body), without building a tree: bounded memory, output written as soon as each token is
+ * complete. For the same input and roles its output and statistics are those of
+ * mask_apply_json, with these documented exceptions: duplicate object keys are all written
+ * (each masked) where jansson keeps one; nesting deeper than MASK_JSON_STREAM_DEPTH, an object
+ * key or field path longer than MASK_JSON_STREAM_STR_MAX and a number token longer than 1 KiB
+ * are DBAO_EFORMAT; a string value longer than MASK_JSON_STREAM_STR_MAX that would be scanned or
+ * masked is replaced whole by "***" and counted in mask_stats.fields (fail closed; strings
+ * under a clear override stream through at any length).
+ *
+ * On DBAO_EFORMAT (not JSON) the output already appended holds the masked tokens before the
+ * error: the caller must not deliver the document as if it were whole (the gateway aborts the
+ * response). Errors are sticky until mask_json_stream_reset. */
+#define MASK_JSON_STREAM_DEPTH   512
+#define MASK_JSON_STREAM_STR_MAX 65536
+
+typedef struct mask_json_stream mask_json_stream;
+
+/* mask_json_stream_new: a stream for policy p (borrowed, must outlive the stream) and the
+ * caller's roles (borrowed until the next reset or free; NULL/0: no roles, the most masked
+ * view). 0, DBAO_EINVAL or DBAO_ENOMEM. */
+int mask_json_stream_new(mask_json_stream **out, const mask_policy *p, const char *const *roles,
+                         size_t num_roles, dbao_err *err);
+/* mask_json_stream_reset: ready for a new document with new roles (borrowed); the buffers are
+ * kept (no allocation per document in steady state), the statistics and any error cleared,
+ * and the held-back bytes of the last document wiped. */
+void mask_json_stream_reset(mask_json_stream *s, const char *const *roles, size_t num_roles);
+/* mask_json_stream_feed: the next in[0..len); the masked output is appended to out (it may be
+ * shorter than what was fed: an unfinished token is held back). 0, DBAO_EFORMAT (not JSON),
+ * DBAO_ENOMEM, DBAO_ECRYPTO (a masking function's key failed). */
+int mask_json_stream_feed(mask_json_stream *s, const uint8_t *in, size_t len, dbao_buf *out,
+                          dbao_err *err);
+/* mask_json_stream_finish: the end of the document (a top-level number ends here);
+ * DBAO_EFORMAT if it is incomplete. */
+int mask_json_stream_finish(mask_json_stream *s, dbao_buf *out, dbao_err *err);
+/* mask_json_stream_release: give up masking the rest of the document (an operator's explicit
+ * choice: the gateway's size limit with `over_limit: pass`). Appends the bytes held back for
+ * the unfinished token in an equivalent, unmasked JSON form, so that the caller can pass the
+ * rest of the input on as it is and the result stays one document (an over-long string value
+ * already dropped is written as "***"). The stream then refuses feed and finish (DBAO_EINVAL)
+ * until reset. 0 or DBAO_ENOMEM. */
+int mask_json_stream_release(mask_json_stream *s, dbao_buf *out);
+/* mask_json_stream_stats: what was masked so far in this document. */
+void mask_json_stream_stats(const mask_json_stream *s, mask_stats *st);
+void mask_json_stream_free(mask_json_stream *s); /* NULL: no-op */
+
 /* ---- the PostgreSQL masking proxy (`dengbao maskproxy`, docs/mask.md) ---------------------- */
 
 struct audit_log;

@@ -183,7 +183,7 @@ masked_value(W *w, const mask_rule *r, int idx, json_t *v, json_t **repl)
         }
     }
     if (*repl == NULL)
-        *repl = json_stringn(w->tmp.data, w->tmp.len);
+        *repl = json_stringn(w->tmp.data ? w->tmp.data : "", w->tmp.len);
     if (*repl == NULL)
         return dbao_err_set(w->err, DBAO_ENOMEM, "out of memory");
     w->st->fields++;
@@ -215,7 +215,7 @@ scanned_value(W *w, json_t *v, json_t **repl)
     int rc = text_into(w->p, w->roles, w->num_roles, s, len, &w->tmp, w->st, &changed, w->err);
     if (rc != 0 || !changed)
         return rc;
-    *repl = json_stringn(w->tmp.data, w->tmp.len);
+    *repl = json_stringn(w->tmp.data ? w->tmp.data : "", w->tmp.len);
     return *repl ? 0 : dbao_err_set(w->err, DBAO_ENOMEM, "out of memory");
 }
 
