@@ -11,9 +11,20 @@
  * and certificate (ECDSA P-256, key file 0600) and gateway.yaml, then starts the built-in demo
  * upstream (fictitious patient records) and the gateway from that file.
  *
+ * Zero trust (issue 6). With a `security:` section the gateway opens the audit log of
+ * security.audit.dir (created beforehand with `dengbao audit init`; the gateway holds its
+ * signing key and is its only writer, as maskproxy does), builds the zero-trust runtime
+ * (src/gateway/ztgw.c: tokens, device binding, X-Auth-Identity, RBAC, rate limits, one audit
+ * record per decision) and puts its step first in the chain. `--check` then also validates the
+ * security files (key files readable and 0600, JWKS, device keys, RBAC policy). The runtime
+ * keeps the security section it started with: a reload changes routes and their security
+ * keys, while changes to `security:` itself need a restart (a message says so).
+ *
  * Signals (blocked in every thread, taken by sigwait here): SIGTERM, SIGINT: graceful stop
  * (in-flight requests finish; exit 0). SIGHUP: reload the configuration file (a bad one is
- * refused with a message; the running one stays). SIGUSR1: reopen the access log.
+ * refused with a message; the running one stays), and with `security:` the RBAC policy file,
+ * the JWKS file and the device keys (each refused part keeps the running one). SIGUSR1: reopen
+ * the access log.
  * Ready lines on stderr: "gateway: listening on http[s]://H:P" per listener.
  */
 #include <errno.h>
@@ -30,8 +41,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "../../src/gateway/maskstep.h"
+#include "../../src/gateway/ztgw.h"
 #include "cli.h"
+#include "dengbao/audit.h"
 #include "dengbao/gateway.h"
+#include "dengbao/mask.h"
 
 static const char gateway_usage[] =
     "usage: dengbao gateway --config FILE [--check]\n"
@@ -207,6 +222,124 @@ split_list(char *s, const char **out, size_t max, size_t *n)
     return *n ? 0 : DBAO_EINVAL;
 }
 
+/* ---- zero trust: the audit log and the runtime ---- */
+
+typedef struct zt_boot {
+    gm_sm2_key *key;
+    cli_audit_trust trust;
+    char *holder;
+    audit_note_key nk; /* borrowed by the log for its life */
+    audit_log *log;
+    gw_zt *zt;
+    mask_policy *mask_pol;
+    gw_step mask_step; /* chain position 1 (after the zero-trust step) */
+    bool has_mask;
+} zt_boot;
+
+/* mask_facts hands the masking step's per-request result to the audit (zero-trust) step */
+static bool
+mask_facts(gw_ctx *ctx, gw_zt_mask_facts *out, void *arg)
+{
+    (void) arg;
+    mask_stats st;
+    bool over = false;
+    out->error = gw_maskstep_error(ctx, 1);
+    if (!gw_maskstep_result(ctx, 1, &st, &over)) {
+        out->masked = out->error != NULL;
+        return out->masked;
+    }
+    out->masked = true;
+    out->fields = st.fields;
+    out->findings = st.findings;
+    out->types = st.types;
+    out->over_limit = over;
+    return true;
+}
+
+static void
+on_audit_alarm(void *arg, int code, const char *what)
+{
+    (void) arg;
+    fprintf(stderr,
+            "gateway: the audit log failed (%s): %s; requests on security routes are refused "
+            "with 503\n",
+            dbao_strerror(code), what);
+}
+
+/* zt_boot_open opens the audit log of security.audit.dir and builds the runtime; on failure
+ * it prints the error and returns the exit status (the caller runs zt_boot_close). */
+static int
+zt_boot_open(zt_boot *b, const gw_config *cfg, dbao_err *err)
+{
+    const gw_security *sec = cfg->security;
+    if (sec->audit_dir == NULL) {
+        return cli_error(DBAO_EINVAL, "security.audit.dir is required");
+    }
+    audit_log_config acfg;
+    int rc = cli_audit_keys_load(sec->audit_dir, true, NULL, &b->key, &acfg, &b->holder, err);
+    if (rc == 0) {
+        rc = cli_audit_trust_load(&b->trust, sec->audit_dir, &acfg, err);
+    }
+    if (rc == 0) {
+        b->nk.name = acfg.origin;
+        b->nk.key = b->key;
+        audit_log_open_opts oo = {.signers = &b->nk,
+                                  .num_signers = 1,
+                                  .trusted = b->trust.nk,
+                                  .num_trusted = b->trust.n,
+                                  .alarm = on_audit_alarm};
+        rc = audit_log_open(&b->log, sec->audit_dir, &oo, err);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "dengbao: gateway: cannot open the audit log %s: %s\n", sec->audit_dir,
+                err->msg[0] ? err->msg : dbao_strerror(rc));
+        return CLI_INTERNAL;
+    }
+    gw_zt_opts zo = {.log = b->log};
+    if (sec->mask_policy != NULL) {
+        rc = mask_policy_load(&b->mask_pol, sec->mask_policy, err);
+        if (rc == 0) {
+            rc = gw_maskstep_new(&b->mask_step, b->mask_pol, 1, err);
+        }
+        if (rc != 0) {
+            return cli_report(rc, err);
+        }
+        b->has_mask = true;
+        zo.mask_facts = mask_facts;
+    }
+    rc = gw_zt_new(&b->zt, cfg, &zo, err);
+    if (rc != 0) {
+        return cli_report(rc, err);
+    }
+    return 0;
+}
+
+/* zt_boot_close frees the runtime, then closes the log (its last records are written). */
+static int
+zt_boot_close(zt_boot *b)
+{
+    int rc = CLI_OK;
+    gw_zt_free(b->zt);
+    b->zt = NULL;
+    if (b->has_mask) {
+        gw_maskstep_free(&b->mask_step);
+        b->has_mask = false;
+    }
+    mask_policy_free(b->mask_pol);
+    b->mask_pol = NULL;
+    if (b->log != NULL && audit_log_close(b->log) != 0) {
+        fprintf(stderr, "dengbao: gateway: the audit log did not close cleanly\n");
+        rc = CLI_INTERNAL;
+    }
+    b->log = NULL;
+    cli_audit_trust_free(&b->trust);
+    gm_sm2_key_free(b->key);
+    b->key = NULL;
+    dbao_free(b->holder);
+    b->holder = NULL;
+    return rc;
+}
+
 int
 cmd_gateway(int argc, char **argv)
 {
@@ -281,7 +414,11 @@ cmd_gateway(int argc, char **argv)
             return cli_report(rc, &err);
         }
         if (check) {
+            rc = gw_zt_check(cfg, &err);
             gw_config_free(cfg);
+            if (rc != 0) {
+                return cli_report(rc, &err);
+            }
             printf("%s: ok\n", config);
             return CLI_OK;
         }
@@ -342,6 +479,26 @@ cmd_gateway(int argc, char **argv)
     }
     gw_server *srv;
     gw_server_opts so = {.config_path = config, .log_ready = true};
+    zt_boot zb = {0};
+    gw_step steps[2];
+    if (cfg->security != NULL) {
+        rc = zt_boot_open(&zb, cfg, &err);
+        if (rc != 0) {
+            gw_config_free(cfg);
+            net_server_free(demo_srv);
+            zt_boot_close(&zb);
+            return rc;
+        }
+        gw_zt_step(zb.zt, &steps[0], 0);
+        so.steps = steps;
+        so.num_steps = 1;
+        if (zb.has_mask) {
+            steps[1] = zb.mask_step;
+            so.num_steps = 2;
+        }
+        so.on_breaker = gw_zt_on_breaker;
+        so.breaker_arg = zb.zt;
+    }
     rc = gw_server_new(&srv, cfg, &so, &err);
     if (rc == 0) {
         rc = gw_server_start(srv, &err);
@@ -351,6 +508,7 @@ cmd_gateway(int argc, char **argv)
     }
     if (rc != 0) {
         net_server_free(demo_srv);
+        zt_boot_close(&zb);
         return cli_report(rc, &err);
     }
     if (demo) {
@@ -375,6 +533,12 @@ cmd_gateway(int argc, char **argv)
                 fprintf(stderr, "gateway: reload refused, the running configuration stays: %s\n",
                         e.msg[0] ? e.msg : dbao_strerror(r));
             }
+            if (zb.zt != NULL) {
+                dbao_err ze = {0};
+                if (gw_zt_reload(zb.zt, &ze) == 0) {
+                    fprintf(stderr, "gateway: reloaded the security files\n");
+                }
+            }
             fflush(stderr);
             continue;
         }
@@ -392,6 +556,7 @@ cmd_gateway(int argc, char **argv)
     gw_server_wait(srv);
     gw_server_free(srv);
     net_server_free(demo_srv);
+    rc = zt_boot_close(&zb);
     fprintf(stderr, "gateway: stopped\n");
-    return CLI_OK;
+    return rc;
 }

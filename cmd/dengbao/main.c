@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+int cmd_token(int argc, char **argv); /* cmd_token.c */
+
 #ifndef DBAO_VERSION
 #define DBAO_VERSION "0.1.0"
 #endif
@@ -20,6 +22,7 @@ static const char usage_text[] =
     "  gateway   the API gateway: a reverse proxy (TLS, mTLS, routing, health, reload)\n"
     "  mask      personal data: detect, mask with a policy, decrypt (docs/mask.md)\n"
     "  maskproxy a PostgreSQL-protocol proxy that masks sensitive columns per role\n"
+    "  token     bearer tokens and SM2 device signatures for the gateway (issue, sign, verify)\n"
 
     "\n"
     "options:\n"
@@ -62,6 +65,9 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "maskproxy") == 0) {
         return cmd_maskproxy(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "token") == 0) {
+        return cmd_token(argc - 1, argv + 1);
     }
 
     return cli_usage_error("dengbao <command> [options]; see dengbao --help",

@@ -67,6 +67,92 @@ typedef struct gw_health_opts {
     uint32_t passive_eject_ms;    /* ejection time; default 10000 */
 } gw_health_opts;
 
+typedef enum gw_auth { GW_AUTH_JWT = 0, GW_AUTH_NONE = 1 } gw_auth;
+typedef enum gw_device_mode {
+    GW_DEVICE_NONE = 0,
+    GW_DEVICE_TOKEN = 1,
+    GW_DEVICE_REQUEST = 2,
+    GW_DEVICE_MTLS = 3
+} gw_device_mode;
+typedef enum gw_audit_mode { GW_AUDIT_DURABLE = 0, GW_AUDIT_ASYNC = 1 } gw_audit_mode;
+typedef enum gw_fallback_mode {
+    GW_FALLBACK_FAIL = 0,
+    GW_FALLBACK_STATIC = 1,
+    GW_FALLBACK_UPSTREAM = 2,
+    GW_FALLBACK_CACHE = 3
+} gw_fallback_mode;
+
+typedef struct gw_limit { /* a token bucket (zt_ratelimit_opts) */
+    bool enabled;
+    uint32_t rate, period_ms, burst;
+    size_t max_keys; /* 0: 65536 */
+} gw_limit;
+
+/* A cluster's circuit breaker (zt_breaker_opts without the callback); enabled=false: none.
+ * The parser fills every default: window 30 s, buckets 30, min_requests 20, error 150 permille,
+ * slow 0 (off; needs slow_ms), open 30 s, probes 1, successes = probes. */
+typedef struct gw_breaker_conf {
+    bool enabled;
+    uint32_t window_ms, buckets, min_requests, error_permille, slow_permille, slow_ms, open_ms,
+        probes, successes;
+} gw_breaker_conf;
+
+/* What a route answers while its cluster's breaker is open. */
+typedef struct gw_fallback {
+    gw_fallback_mode mode;
+    int status;         /* static; default 200 */
+    char *content_type; /* static; default "text/plain" */
+    char *body;         /* static: inline or loaded from body_file (parser loads it) */
+    size_t body_len;
+    size_t cluster;        /* upstream: index into gw_config.clusters */
+    uint32_t cache_ttl_ms; /* cache; default 300000 (only GET 200 answers are cached) */
+    size_t cache_max;      /* cache; default 1 MiB */
+} gw_fallback;
+
+/* A route's zero-trust settings (meaningful when gw_config.security is set). */
+typedef struct gw_route_sec {
+    gw_auth auth;          /* default GW_AUTH_JWT */
+    gw_device_mode device; /* default GW_DEVICE_NONE; != none requires auth jwt */
+    bool rbac;             /* default true for auth jwt, false for auth none */
+    gw_limit limit;        /* per route */
+    gw_audit_mode audit;   /* default security->audit_mode */
+    bool mask;             /* response masking (needs security->mask_policy) */
+    size_t mask_body_max;  /* default 1 MiB */
+    bool mask_over_pass;   /* over the limit: pass unmasked (true) or block 502 (false) */
+} gw_route_sec;
+
+/* The top-level `security:` section (docs/gateway.md "Security (zero trust)"). Paths are
+ * resolved against the configuration file's folder; key files are NOT read by the parser. */
+typedef struct gw_security {
+    unsigned algs; /* zt_alg bits (ZT_ALG_*) */
+    char *hs256_secret_file, *hs256_kid;
+    char *jwks_file, *jwks_url;
+    uint32_t jwks_refresh_ms; /* default 300000 */
+    char *sm2_alg;            /* default "SM2" */
+    char *issuer;
+    char **audience;
+    size_t num_audience;
+    uint32_t clock_skew_s; /* default 30 */
+    size_t max_token;      /* default 8 KiB, max 16 KiB */
+    char *device_keys_dir;
+    uint32_t request_window_s;     /* default 300 */
+    size_t nonce_cache, sig_cache; /* defaults 262144, 65536 */
+    char *identity_header;         /* default "X-Auth-Identity" */
+    char *identity_key_file;       /* required */
+    char **strip_headers;
+    size_t num_strip;
+    char *rbac_file; /* rbac_file and etcd_* are exclusive; neither: deny by default */
+    char **etcd_endpoints;
+    size_t num_etcd;
+    char *etcd_key;
+    uint32_t etcd_timeout_ms; /* default 2000 */
+    gw_limit subject_limit, ip_limit;
+    char *audit_dir; /* required */
+    gw_audit_mode audit_mode;
+    size_t audit_queue; /* default 65536 */
+    char *mask_policy;
+} gw_security;
+
 typedef struct gw_cluster {
     char *name;
     gw_addr *endpoints;
@@ -79,19 +165,22 @@ typedef struct gw_cluster {
     uint32_t idle_timeout_ms;    /* default 60000 */
     unsigned retries;            /* extra attempts on another endpoint; default 1 */
     gw_health_opts health;
+    gw_breaker_conf breaker; /* enabled=false: no breaker */
 } gw_cluster;
 
 typedef struct gw_route {
-    char *name;          /* default "route<N>" */
-    char *host;          /* NULL or "*": any host; "*.example.com": a wildcard suffix;
-                            else exact, ASCII case-insensitive, without port */
-    char *prefix;        /* path prefix, starts with '/'; default "/" */
-    size_t cluster;      /* index into gw_config.clusters */
-    bool strip_prefix;   /* forward the path without the prefix (keeping a leading '/') */
-    size_t body_max;     /* request body limit; default: the config's body_max */
-    uint32_t timeout_ms; /* whole-exchange deadline; 0: none beyond the cluster's */
-    size_t prefix_len;   /* strlen(prefix), set by the parser (0: computed per match) */
-    size_t host_len;     /* strlen(host) or 0, set by the parser (0: computed per match) */
+    char *name;           /* default "route<N>" */
+    char *host;           /* NULL or "*": any host; "*.example.com": a wildcard suffix;
+                             else exact, ASCII case-insensitive, without port */
+    char *prefix;         /* path prefix, starts with '/'; default "/" */
+    size_t cluster;       /* index into gw_config.clusters */
+    bool strip_prefix;    /* forward the path without the prefix (keeping a leading '/') */
+    size_t body_max;      /* request body limit; default: the config's body_max */
+    uint32_t timeout_ms;  /* whole-exchange deadline; 0: none beyond the cluster's */
+    size_t prefix_len;    /* strlen(prefix), set by the parser (0: computed per match) */
+    size_t host_len;      /* strlen(host) or 0, set by the parser (0: computed per match) */
+    gw_route_sec sec;     /* zero trust (used when gw_config.security is set) */
+    gw_fallback fallback; /* when the cluster's breaker is open */
 } gw_route;
 
 typedef struct gw_config {
@@ -108,6 +197,7 @@ typedef struct gw_config {
     size_t num_clusters;
     gw_route *routes; /* in match order (see gw_route_match) */
     size_t num_routes;
+    gw_security *security; /* NULL when the `security:` section is absent */
 } gw_config;
 
 /* gw_config_parse reads a YAML configuration (libyaml) from memory; gw_config_load from a file.
@@ -330,6 +420,12 @@ typedef struct gw_step {
     /* the exchange is over (answered, failed or aborted), once per request (may be NULL) */
     void (*on_log)(gw_ctx *ctx, void *arg);
     void *arg;
+    /* run on each worker's own thread when it starts / before its loop closes (may be NULL):
+     * a step creates and closes its per-worker uv handles there. `worker` is 0..N-1 as
+     * gw_ctx_worker returns (N = gw_server_num_workers). on_worker_stop runs after the last
+     * request of that worker has been logged. */
+    void (*on_worker_start)(unsigned worker, struct uv_loop_s *loop, void *arg);
+    void (*on_worker_stop)(unsigned worker, struct uv_loop_s *loop, void *arg);
 } gw_step;
 
 typedef struct gw_server_opts {
@@ -337,6 +433,10 @@ typedef struct gw_server_opts {
     const gw_step *steps;    /* copied */
     size_t num_steps;
     bool log_ready; /* print "gateway: listening on http://H:P" per listener on stderr */
+    /* a cluster's circuit breaker changed state (from, to: zt_circuit values); called from any
+     * worker thread, without locks held (may be NULL) */
+    void (*on_breaker)(void *arg, const char *cluster, int from, int to);
+    void *breaker_arg;
 } gw_server_opts;
 
 /* gw_server_new takes ownership of cfg (also on failure), binds every listener and the admin
@@ -367,6 +467,10 @@ void gw_server_free(gw_server *s);
 uint16_t gw_server_listener_port(const gw_server *s, size_t i);
 uint16_t gw_server_admin_port(const gw_server *s);
 
+/* gw_server_num_workers returns the number of workers (listeners * workers), i.e. the range
+ * of gw_ctx_worker and of the on_worker_start hook's index. */
+unsigned gw_server_num_workers(const gw_server *s);
+
 /* ---- request context, for steps (worker loop thread only) ---- */
 
 net_request *gw_ctx_request(gw_ctx *ctx);
@@ -387,6 +491,11 @@ int gw_ctx_add_response_header(gw_ctx *ctx, const char *name, const char *value)
 int gw_ctx_respond(gw_ctx *ctx, int status, const char *content_type, const void *body, size_t len);
 /* after GW_ASYNC: continue the chain (GW_NEXT) or stop it (GW_DONE, after gw_ctx_respond) */
 void gw_ctx_resume(gw_ctx *ctx, int result);
+/* from on_response_head: a header of the upstream's response (the first of that name,
+ * case-insensitive), or NULL. When a step filters the body, the upstream's ETag, Content-MD5,
+ * Digest, Content-Digest, Repr-Digest and Accept-Ranges are not sent on (they describe bytes
+ * the client will not get). */
+const char *gw_ctx_response_header(const gw_ctx *ctx, const char *name);
 /* from on_response_head: this step sees the body (the response is then sent chunked) */
 void gw_ctx_filter_body(gw_ctx *ctx);
 /* from on_response_body: pass bytes on to the next filter or the client */
@@ -394,6 +503,50 @@ int gw_ctx_emit(gw_ctx *ctx, const void *data, size_t len);
 /* one pointer per step for the step's own state (index = the step's position) */
 void gw_ctx_set_user(gw_ctx *ctx, size_t step, void *p);
 void *gw_ctx_user(const gw_ctx *ctx, size_t step);
+
+/* The authenticated principal, set by the identity step (borrowed pointer: the step keeps the
+ * storage alive until on_log has run); NULL before it is set and for auth none. The last-good
+ * cache keys answers by the principal's sub. */
+typedef struct gw_principal {
+    const char *sub;
+    const char *const *roles;
+    size_t num_roles;
+    const char *device; /* base64url SM3 thumbprint of the device key, or NULL */
+} gw_principal;
+void gw_ctx_set_principal(gw_ctx *ctx, const gw_principal *p);
+const gw_principal *gw_ctx_principal(const gw_ctx *ctx);
+
+/* gw_ctx_read_body buffers the whole request body (at most the route's body_max) before the
+ * upstream sees it. `done` runs once, on the loop thread, after on_request has returned: with
+ * status 0 and the bytes (len 0 without a body; valid until the request ends), or with a
+ * negative DBAO_E* status and no bytes (DBAO_ERANGE over body_max: the gateway answers 413;
+ * -ETIMEDOUT: 408; DBAO_EIO: the client is gone; others: 400/500). After a failure the step
+ * only cleans up: gw_ctx_resume and gw_ctx_respond are ignored, the gateway answers. The step
+ * returns GW_ASYNC from on_request after calling this and calls gw_ctx_resume from `done` (on
+ * success). The proxy then forwards exactly those bytes with Content-Length framing (retries
+ * resend them). From on_request only; once per request. Returns 0, DBAO_EINVAL (wrong time,
+ * twice). */
+int gw_ctx_read_body(gw_ctx *ctx,
+                     void (*done)(gw_ctx *ctx, int status, const uint8_t *body, size_t len,
+                                  void *arg),
+                     void *arg);
+
+/* Details for on_log (audit): the gateway's own error reason (static string) or NULL; the
+ * upstream status (0 none); whether the answer came from a fallback ("static", "upstream",
+ * "cache", "fail") or NULL; the method; the peer (TLS facts, certificate hash). */
+const char *gw_ctx_error(const gw_ctx *ctx);
+int gw_ctx_upstream_status(const gw_ctx *ctx);
+const char *gw_ctx_fallback(const gw_ctx *ctx);
+const char *gw_ctx_method(const gw_ctx *ctx);
+const net_peer *gw_ctx_peer(const gw_ctx *ctx);
+
+/* Client headers the upstream must not see: an exact name (ASCII case-insensitive) or, with
+ * prefix = true, every header whose name starts with it ("X-Auth-"). From on_request (at most
+ * 256 per request). 0 or DBAO_EINVAL. */
+int gw_ctx_remove_upstream_header(gw_ctx *ctx, const char *name, bool prefix);
+/* The worker's libuv loop (for steps that hand completions from other threads back to the
+ * loop: create one uv_async per worker in on_worker_start). */
+struct uv_loop_s *gw_ctx_loop(const gw_ctx *ctx);
 
 #ifdef __cplusplus
 }

@@ -149,6 +149,10 @@ typedef struct net_peer {
     bool cert_verified;      /* a client certificate was presented and verified against the CA */
     char cert_cn[256];       /* its subject CN (UTF-8) when cert_verified, else "" */
     const char *tls_version; /* "TLSv1.3", ... (static string); NULL for plain TCP */
+    bool has_cert_sha256;    /* a client certificate was presented and verified (even
+                                without a single CN): cert_sha256 is set */
+    uint8_t cert_sha256[32]; /* SHA-256 of the verified client certificate's DER (RFC 8705
+                                x5t#S256), for certificate-bound tokens */
 } net_peer;
 
 /* net_request_method returns the method ("GET", "POST", ...). */

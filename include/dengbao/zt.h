@@ -125,6 +125,8 @@ typedef struct zt_claims {
     uint8_t cnf_sm3[GM_SM3_DIGEST_LEN];
     bool has_cnf_pub; /* cnf.jwk present (kty EC, crv SM2): the device key itself */
     uint8_t cnf_pub[GM_SM2_PUB_LEN];
+    bool has_cnf_x5t;    /* cnf "x5t#S256" present (RFC 8705): SHA-256 of the client */
+    uint8_t cnf_x5t[32]; /*  certificate's DER the token is bound to (mTLS binding) */
 } zt_claims;
 
 /* zt_jwt_verify verifies a compact JWS `token` (len bytes, no NUL needed) against `ks` and
@@ -406,6 +408,48 @@ typedef struct zt_rbac_local {
  * `local`. A thread that stops checking keeps the old policy alive until it cleans up. */
 const zt_rbac *zt_rbac_slot_get(zt_rbac_slot *s, zt_rbac_local *local);
 void zt_rbac_local_cleanup(zt_rbac_local *local);
+
+/* Policy from etcd (src/zt/rbac_etcd.c; docs/zt-policy.md "Policy from etcd"). A watcher
+ * keeps a slot in step with one etcd key holding the policy text: zt_rbac_etcd_start reads the
+ * key, parses it (zt_rbac_parse, with the key as the name in errors) and installs it, then a
+ * thread of its own watches the key (src/common/etcd.c: reconnects with back-off, fails over
+ * across endpoints, resumes after the last revision seen, re-reads after a compaction). Each
+ * new value is parsed: a good one is installed (readers see it at their next
+ * zt_rbac_slot_get, so within milliseconds of the write); a bad one is refused and the policy
+ * in force stays. A deleted key also leaves the policy in force: a delete neither opens the
+ * gateway up nor locks everyone out; it is reported, and the next put is applied as usual.
+ * on_event (optional) hears of each of these on the watcher's thread (the initial load on the
+ * caller's): kind is a ZT_RBAC_ETCD_* value and msg a message without policy text.
+ * Threading: start and stop from one thread; zt_rbac_etcd_revision from any. */
+typedef struct zt_rbac_etcd zt_rbac_etcd;
+
+enum {
+    ZT_RBAC_ETCD_LOADED = 0,   /* a policy was installed (msg: key, revision, rule count) */
+    ZT_RBAC_ETCD_REJECTED = 1, /* a new value did not parse; the old policy stays (msg: why) */
+    ZT_RBAC_ETCD_DELETED = 2,  /* the key was deleted; the old policy stays */
+    ZT_RBAC_ETCD_ERROR = 3,    /* etcd unreachable or the stream broke; retrying */
+};
+
+/* zt_rbac_etcd_start reads `key` from the `num_endpoints` etcd endpoints ("http://host:port";
+ * each call bounded by timeout_ms, 0: 2000), installs its policy into `slot` and starts the
+ * watcher thread. The gateway must not start without a policy, so it fails when the key cannot
+ * be read, does not exist or does not parse: DBAO_EIO / -ETIMEDOUT (etcd unreachable), -ENOENT
+ * (no such key), DBAO_EFORMAT / DBAO_ERANGE (bad policy: err names the key and line),
+ * DBAO_EINVAL, DBAO_ENOMEM or -errno (thread creation); the slot is then left as it was.
+ * `slot` must outlive the watcher. Stop and free with zt_rbac_etcd_stop. */
+int zt_rbac_etcd_start(zt_rbac_etcd **out, zt_rbac_slot *slot, const char *const *endpoints,
+                       size_t num_endpoints, const char *key, uint32_t timeout_ms,
+                       void (*on_event)(void *arg, int kind, const char *msg), void *arg,
+                       dbao_err *err);
+
+/* zt_rbac_etcd_stop stops the watcher (within about 100 ms: the watch polls a stop flag every
+ * 50 ms; a blocking re-read after a compaction may take up to timeout_ms), joins its thread and
+ * frees it; the slot keeps the last policy installed. NULL is a no-op. */
+void zt_rbac_etcd_stop(zt_rbac_etcd *w);
+
+/* zt_rbac_etcd_revision returns the etcd mod revision of the policy in force (for logs and
+ * metrics). */
+int64_t zt_rbac_etcd_revision(const zt_rbac_etcd *w);
 
 /* ---- rate limits ------------------------------------------------------------------------- */
 

@@ -15,22 +15,34 @@
  * sizes are integers (bytes) or a number with k, m, g (KiB, MiB, GiB multiples; "16k").
  * Strings may be plain or quoted, but a plain null (~, null, empty) is not a string.
  *
+ * Zero trust (docs/gateway.md, "Security (zero trust)"): the optional `security:` section, the
+ * routes' auth/device/rbac/rate_limit/audit/mask keys (refused without that section), a
+ * cluster's `breaker:` and a route's `fallback:`. Only shapes and ranges are checked here, plus
+ * the cross-references (a key source for jwt routes, a mask policy for masked routes, a
+ * fallback cluster that exists and differs); key files, JWKS, device keys and policies are read
+ * and checked (mode 0600) by the runtime, never by the parser. The one file read here is a
+ * static fallback's body_file (a regular file, at most 1 MiB). Ratios ("15%", "0.15") become
+ * permille 1..1000.
+ *
  * Relative file paths (TLS certificate, key, client CA, access_log) are resolved against the
  * directory of the configuration file (the `name` given to gw_config_parse is treated as its
  * path). Ownership: a gw_config owns every string and array it points to; gw_config_free frees
  * it all, and also frees a partly built one (arrays are zeroed and their counts set as soon
  * as they are allocated).
  */
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <yaml.h>
 
 #include "dengbao/gateway.h"
 #include "dengbao/yamlcfg.h"
+#include "dengbao/zt.h"
 #include "internal.h"
 
 #define MAX_LISTENERS 64
@@ -244,6 +256,642 @@ cluster_defaults(gw_cluster *k)
     return k->health.path ? 0 : DBAO_ENOMEM;
 }
 
+/* ---- zero trust (the `security:` section, route security keys, breakers, fallbacks) ---- */
+
+#define MAX_LIST      256
+#define MAX_BODY_FILE (1u << 20)
+
+/* get_ratio reads "15%" (one decimal at most: "12.5%") or a fraction "0.15" (three decimals at
+ * most) into permille, 1..1000: 0% and more than 100% are refused. */
+static int
+get_ratio(P *p, const yaml_node_t *n, const char *key, uint32_t *out)
+{
+    int rc = want_scalar(p, n, key, "a ratio (\"15%\" or \"0.15\")");
+    if (rc != 0)
+        return rc;
+    const char *s = sval(n);
+    size_t len = strlen(s);
+    bool pct = len > 0 && s[len - 1] == '%';
+    size_t end = pct ? len - 1 : len, i = 0;
+    uint64_t ip = 0, frac = 0;
+    unsigned fd = 0, maxfd = pct ? 1 : 3;
+    while (i < end && s[i] >= '0' && s[i] <= '9' && ip <= 100000)
+        ip = ip * 10 + (uint64_t) (s[i++] - '0');
+    bool ok = i > 0;
+    if (ok && i < end && s[i] == '.') {
+        i++;
+        while (i < end && s[i] >= '0' && s[i] <= '9' && fd < maxfd) {
+            frac = frac * 10 + (uint64_t) (s[i++] - '0');
+            fd++;
+        }
+        ok = fd > 0;
+    }
+    ok = ok && i == end;
+    while (fd < maxfd) {
+        frac *= 10;
+        fd++;
+    }
+    uint64_t pm = pct ? ip * 10 + frac : ip * 1000 + frac;
+    if (!ok || pm == 0 || pm > 1000)
+        return fail(p, DBAO_EFORMAT, n,
+                    "'%s' must be a ratio above 0%% and at most 100%% (\"15%%\" "
+                    "or \"0.15\")",
+                    key);
+    *out = (uint32_t) pm;
+    return 0;
+}
+
+/* a header name: an RFC 9110 token */
+static bool
+header_name_ok(const char *s)
+{
+    if (s[0] == '\0')
+        return false;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char) *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", ch)))
+            return false;
+    }
+    return true;
+}
+
+/* get_str_list reads a list of strings (min..MAX_LIST entries); *arr is set as soon as it is
+ * allocated (the caller frees it even on failure). */
+static int
+get_str_list(P *p, const yaml_node_t *n, const char *key, size_t min, char ***arr, size_t *count)
+{
+    size_t cnt = 0;
+    int rc = sequence(p, n, key, min, MAX_LIST, &cnt);
+    if (rc != 0 || cnt == 0)
+        return rc;
+    if ((*arr = calloc(cnt, sizeof(**arr))) == NULL)
+        return oom(p);
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *e;
+        if ((rc = node(p, n->data.sequence.items.start[i], n, &e)) != 0 ||
+            (rc = get_str(p, e, key, &(*arr)[i])) != 0)
+            return rc;
+        *count = i + 1;
+        if ((*arr)[i][0] == '\0')
+            return fail(p, DBAO_EFORMAT, e, "'%s': empty entry", key);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp((*arr)[j], (*arr)[i]) == 0)
+                return fail(p, DBAO_EFORMAT, e, "'%s': duplicate entry '%.64s'", key, (*arr)[i]);
+    }
+    return 0;
+}
+
+static void
+free_list(char **a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(a[i]);
+    free(a);
+}
+
+static bool
+http_url(const char *s, bool https_ok)
+{
+    if (strncmp(s, "http://", 7) == 0)
+        return s[7] != '\0' && s[7] != '/';
+    if (https_ok && strncmp(s, "https://", 8) == 0)
+        return s[8] != '\0' && s[8] != '/';
+    return false;
+}
+
+/* get_limit reads {rate, period, burst[, max_keys]} */
+static int
+get_limit(P *p, const yaml_node_t *n, const char *key, bool with_keys, gw_limit *l)
+{
+    static const char *const keys[] = {"rate", "period", "burst", "max_keys"};
+    yaml_node_t *v[4] = {NULL, NULL, NULL, NULL};
+    char ctx[64];
+    snprintf(ctx, sizeof(ctx), "'%s'", key);
+    int rc = fields(p, n, ctx, "", keys, with_keys ? 4 : 3, v);
+    if (rc != 0)
+        return rc;
+    if (!v[0])
+        return fail(p, DBAO_EFORMAT, n, "missing 'rate' in '%s'", key);
+    unsigned rate = 0, burst = 0;
+    if ((rc = get_unsigned(p, v[0], "rate", 1, 1000000000u, &rate)) != 0)
+        return rc;
+    l->rate = rate;
+    l->period_ms = 1000;
+    l->burst = rate;
+    if (v[1]) {
+        uint64_t ms;
+        if ((rc = dbao_yaml_duration_ms(&p->y, v[1], "period", 1, 86400000, &ms)) != 0)
+            return rc;
+        l->period_ms = (uint32_t) ms;
+    }
+    if (v[2]) {
+        if ((rc = get_unsigned(p, v[2], "burst", 1, 1000000000u, &burst)) != 0)
+            return rc;
+        l->burst = burst;
+    }
+    /* the bucket's emission interval times its size must fit (zt_ratelimit_new) */
+    uint64_t t = ((uint64_t) l->period_ms * 1000000u + l->rate - 1) / l->rate;
+    if (t > (UINT64_C(1) << 62) / l->burst)
+        return fail(p, DBAO_EFORMAT, v[2] ? v[2] : n,
+                    "'burst' too large for 'rate' and 'period' in '%s'", key);
+    if (with_keys && v[3]) {
+        uint64_t mk;
+        if ((rc = get_uint(p, v[3], "max_keys", 1, 1u << 24, &mk)) != 0)
+            return rc;
+        l->max_keys = (size_t) mk;
+    }
+    l->enabled = true;
+    return 0;
+}
+
+static int
+get_secs(P *p, const yaml_node_t *n, const char *key, uint64_t min_ms, uint64_t max_ms,
+         uint32_t *out)
+{
+    uint64_t v;
+    int rc = dbao_yaml_duration_ms(&p->y, n, key, min_ms, max_ms, &v);
+    if (rc != 0)
+        return rc;
+    if (v % 1000 != 0)
+        return fail(p, DBAO_EFORMAT, n, "'%s' must be whole seconds", key);
+    *out = (uint32_t) (v / 1000);
+    return 0;
+}
+
+static int
+get_size_range(P *p, const yaml_node_t *n, const char *key, uint64_t min, uint64_t max, size_t *out)
+{
+    uint64_t v;
+    int rc = dbao_yaml_size(&p->y, n, key, min, max, &v);
+    if (rc == 0)
+        *out = (size_t) v;
+    return rc;
+}
+
+static int
+get_count(P *p, const yaml_node_t *n, const char *key, uint64_t min, uint64_t max, size_t *out)
+{
+    uint64_t v;
+    int rc = get_uint(p, n, key, min, max, &v);
+    if (rc == 0)
+        *out = (size_t) v;
+    return rc;
+}
+
+static int
+parse_jwt(P *p, const yaml_node_t *n, gw_security *s)
+{
+    static const char *const keys[] = {"algorithms", "hs256_secret_file", "hs256_kid", "jwks_file",
+                                       "jwks_url",   "jwks_refresh",      "sm2_alg",   "issuer",
+                                       "audience",   "clock_skew",        "max_token"};
+    static const char *const algs[] = {"HS256", "ES256", "RS256", "SM2"};
+    yaml_node_t *v[11];
+    int rc = fields(p, n, "'jwt'", "'security.identity'", keys, 11, v);
+    if (rc != 0)
+        return rc;
+    if (v[0]) {
+        size_t cnt = 0;
+        if ((rc = sequence(p, v[0], "algorithms", 1, 4, &cnt)) != 0)
+            return rc;
+        s->algs = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            yaml_node_t *e;
+            int idx;
+            if ((rc = node(p, v[0]->data.sequence.items.start[i], v[0], &e)) != 0 ||
+                (rc = dbao_yaml_enum(&p->y, e, "algorithms", algs, 4, &idx)) != 0)
+                return rc;
+            if (s->algs & (1u << idx))
+                return fail(p, DBAO_EFORMAT, e, "'algorithms': duplicate entry '%s'", algs[idx]);
+            s->algs |= 1u << idx;
+        }
+    }
+    if ((v[1] && (rc = get_path(p, v[1], "hs256_secret_file", &s->hs256_secret_file)) != 0) ||
+        (v[2] && (rc = get_str(p, v[2], "hs256_kid", &s->hs256_kid)) != 0) ||
+        (v[3] && (rc = get_path(p, v[3], "jwks_file", &s->jwks_file)) != 0) ||
+        (v[4] && (rc = get_str(p, v[4], "jwks_url", &s->jwks_url)) != 0))
+        return rc;
+    if (v[2] && !v[1])
+        return fail(p, DBAO_EFORMAT, v[2], "'hs256_kid' needs 'hs256_secret_file'");
+    if (v[4] && !http_url(s->jwks_url, true))
+        return fail(p, DBAO_EFORMAT, v[4], "'jwks_url' must start with http:// or https://");
+    if (v[5]) {
+        if ((rc = get_duration(p, v[5], "jwks_refresh", 1000, &s->jwks_refresh_ms)) != 0)
+            return rc;
+        if (!v[3] && !v[4])
+            return fail(p, DBAO_EFORMAT, v[5], "'jwks_refresh' needs 'jwks_file' or 'jwks_url'");
+    }
+    if (v[6]) {
+        free(s->sm2_alg);
+        s->sm2_alg = NULL;
+        if ((rc = get_str(p, v[6], "sm2_alg", &s->sm2_alg)) != 0)
+            return rc;
+        if (s->sm2_alg[0] == '\0' || strlen(s->sm2_alg) > 32 || !header_name_ok(s->sm2_alg))
+            return fail(p, DBAO_EFORMAT, v[6], "'sm2_alg' must be a short JWS alg name");
+    }
+    if (v[7]) {
+        if ((rc = get_str(p, v[7], "issuer", &s->issuer)) != 0)
+            return rc;
+        if (s->issuer[0] == '\0')
+            return fail(p, DBAO_EFORMAT, v[7], "'issuer' must not be empty");
+    }
+    if (v[8] && (rc = get_str_list(p, v[8], "audience", 0, &s->audience, &s->num_audience)) != 0)
+        return rc;
+    if (v[9] && (rc = get_secs(p, v[9], "clock_skew", 0, 3600000, &s->clock_skew_s)) != 0)
+        return rc;
+    if (v[10] && (rc = get_size_range(p, v[10], "max_token", 256, 16384, &s->max_token)) != 0)
+        return rc;
+    return 0;
+}
+
+static int
+parse_devices(P *p, const yaml_node_t *n, gw_security *s)
+{
+    static const char *const keys[] = {"keys_dir", "request_window", "nonce_cache", "sig_cache"};
+    yaml_node_t *v[4];
+    int rc = fields(p, n, "'devices'", "'security.identity'", keys, 4, v);
+    if (rc != 0)
+        return rc;
+    if ((v[0] && (rc = get_path(p, v[0], "keys_dir", &s->device_keys_dir)) != 0) ||
+        (v[1] &&
+         (rc = get_secs(p, v[1], "request_window", 1000, 86400000, &s->request_window_s)) != 0) ||
+        (v[2] && (rc = get_count(p, v[2], "nonce_cache", 1024, 1u << 24, &s->nonce_cache)) != 0) ||
+        (v[3] && (rc = get_count(p, v[3], "sig_cache", 0, 1u << 24, &s->sig_cache)) != 0))
+        return rc;
+    return 0;
+}
+
+static int
+parse_security(P *p, const yaml_node_t *n, gw_config *c)
+{
+    static const char *const keys[] = {"identity",    "identity_header", "strip_headers", "rbac",
+                                       "rate_limits", "audit",           "masking"};
+    yaml_node_t *v[7];
+    gw_security *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return oom(p);
+    c->security = s;
+    s->algs = ZT_ALG_ALL;
+    s->jwks_refresh_ms = 300000;
+    s->clock_skew_s = 30;
+    s->max_token = 8192;
+    s->request_window_s = 300;
+    s->nonce_cache = 262144;
+    s->sig_cache = 65536;
+    s->etcd_timeout_ms = 2000;
+    s->audit_mode = GW_AUDIT_DURABLE;
+    s->audit_queue = 65536;
+    if ((s->sm2_alg = strdup("SM2")) == NULL)
+        return oom(p);
+    int rc = fields(p, n, "'security'", "", keys, 7, v);
+    if (rc != 0)
+        return rc;
+    if (v[0]) {
+        static const char *const ik[] = {"jwt", "devices"};
+        yaml_node_t *iv[2];
+        if ((rc = fields(p, v[0], "'identity'", "'security'", ik, 2, iv)) != 0 ||
+            (iv[0] && (rc = parse_jwt(p, iv[0], s)) != 0) ||
+            (iv[1] && (rc = parse_devices(p, iv[1], s)) != 0))
+            return rc;
+    }
+    if (!v[1])
+        return fail(p, DBAO_EFORMAT, n, "missing 'identity_header' (its 'key_file') in 'security'");
+    {
+        static const char *const hk[] = {"name", "key_file"};
+        yaml_node_t *hv[2];
+        if ((rc = fields(p, v[1], "'identity_header'", "'security'", hk, 2, hv)) != 0)
+            return rc;
+        if (hv[0]) {
+            if ((rc = get_str(p, hv[0], "name", &s->identity_header)) != 0)
+                return rc;
+            if (!header_name_ok(s->identity_header))
+                return fail(p, DBAO_EFORMAT, hv[0],
+                            "'name' must be a header name in "
+                            "'identity_header'");
+        } else if ((s->identity_header = strdup("X-Auth-Identity")) == NULL) {
+            return oom(p);
+        }
+        if (!hv[1])
+            return fail(p, DBAO_EFORMAT, v[1], "missing 'key_file' in 'identity_header'");
+        if ((rc = get_path(p, hv[1], "key_file", &s->identity_key_file)) != 0)
+            return rc;
+    }
+    if (v[2]) {
+        if ((rc = get_str_list(p, v[2], "strip_headers", 0, &s->strip_headers, &s->num_strip)) != 0)
+            return rc;
+        for (size_t i = 0; i < s->num_strip; i++)
+            if (!header_name_ok(s->strip_headers[i]))
+                return fail(p, DBAO_EFORMAT, v[2], "'strip_headers': '%.64s' is not a header name",
+                            s->strip_headers[i]);
+    }
+    if (v[3]) {
+        static const char *const rk[] = {"file", "etcd"};
+        yaml_node_t *rv[2];
+        if ((rc = fields(p, v[3], "'rbac'", "'security'", rk, 2, rv)) != 0)
+            return rc;
+        if (rv[0] && rv[1])
+            return fail(p, DBAO_EFORMAT, rv[1], "'rbac': 'file' and 'etcd' are exclusive");
+        if (rv[0] && (rc = get_path(p, rv[0], "file", &s->rbac_file)) != 0)
+            return rc;
+        if (rv[1]) {
+            static const char *const ek[] = {"endpoints", "key", "timeout"};
+            yaml_node_t *ev[3];
+            if ((rc = fields(p, rv[1], "'etcd'", "'security.rbac'", ek, 3, ev)) != 0)
+                return rc;
+            if (!ev[0])
+                return fail(p, DBAO_EFORMAT, rv[1], "missing 'endpoints' in 'etcd'");
+            if ((rc = get_str_list(p, ev[0], "endpoints", 1, &s->etcd_endpoints, &s->num_etcd)) !=
+                0)
+                return rc;
+            for (size_t i = 0; i < s->num_etcd; i++)
+                if (!http_url(s->etcd_endpoints[i], false))
+                    return fail(p, DBAO_EFORMAT, ev[0],
+                                "'endpoints': '%.64s' is not an http:// URL in 'etcd'",
+                                s->etcd_endpoints[i]);
+            if (!ev[1])
+                return fail(p, DBAO_EFORMAT, rv[1], "missing 'key' in 'etcd'");
+            if ((rc = get_str(p, ev[1], "key", &s->etcd_key)) != 0)
+                return rc;
+            if (s->etcd_key[0] != '/')
+                return fail(p, DBAO_EFORMAT, ev[1], "'key' must start with '/' in 'etcd'");
+            if (ev[2] && (rc = get_duration(p, ev[2], "timeout", 1, &s->etcd_timeout_ms)) != 0)
+                return rc;
+        }
+    }
+    if (v[4]) {
+        static const char *const lk[] = {"subject", "client_ip"};
+        yaml_node_t *lv[2];
+        if ((rc = fields(p, v[4], "'rate_limits'", "'security'", lk, 2, lv)) != 0 ||
+            (lv[0] && (rc = get_limit(p, lv[0], "subject", true, &s->subject_limit)) != 0) ||
+            (lv[1] && (rc = get_limit(p, lv[1], "client_ip", true, &s->ip_limit)) != 0))
+            return rc;
+    }
+    if (!v[5])
+        return fail(p, DBAO_EFORMAT, n, "missing 'audit' (its 'dir') in 'security'");
+    {
+        static const char *const ak[] = {"dir", "mode", "queue"};
+        static const char *const modes[] = {"durable", "async"};
+        yaml_node_t *av[3];
+        int m;
+        if ((rc = fields(p, v[5], "'audit'", "'security'", ak, 3, av)) != 0)
+            return rc;
+        if (!av[0])
+            return fail(p, DBAO_EFORMAT, v[5], "missing 'dir' in 'audit'");
+        if ((rc = get_path(p, av[0], "dir", &s->audit_dir)) != 0)
+            return rc;
+        if (av[1]) {
+            if ((rc = dbao_yaml_enum(&p->y, av[1], "mode", modes, 2, &m)) != 0)
+                return rc;
+            s->audit_mode = m == 1 ? GW_AUDIT_ASYNC : GW_AUDIT_DURABLE;
+        }
+        if (av[2] && (rc = get_count(p, av[2], "queue", 16, 1u << 24, &s->audit_queue)) != 0)
+            return rc;
+    }
+    if (v[6]) {
+        static const char *const mk[] = {"policy"};
+        yaml_node_t *mv[1];
+        if ((rc = fields(p, v[6], "'masking'", "'security'", mk, 1, mv)) != 0 ||
+            (mv[0] && (rc = get_path(p, mv[0], "policy", &s->mask_policy)) != 0))
+            return rc;
+    }
+    return 0;
+}
+
+static int
+parse_breaker(P *p, const yaml_node_t *n, gw_breaker_conf *b, const char *ctx)
+{
+    static const char *const keys[] = {"window",      "buckets",    "min_requests",
+                                       "error_ratio", "slow_ratio", "slow_call",
+                                       "open",        "probes",     "successes"};
+    yaml_node_t *v[9];
+    unsigned u;
+    int rc = fields(p, n, "'breaker'", ctx, keys, 9, v);
+    if (rc != 0)
+        return rc;
+    *b = (gw_breaker_conf){.enabled = true,
+                           .window_ms = 30000,
+                           .buckets = 30,
+                           .min_requests = 20,
+                           .error_permille = 150,
+                           .open_ms = 30000,
+                           .probes = 1};
+    if ((v[0] && (rc = get_duration(p, v[0], "window", 1, &b->window_ms)) != 0) ||
+        (v[1] && (rc = get_unsigned(p, v[1], "buckets", 1, 600, &u)) != 0))
+        return rc;
+    if (v[1])
+        b->buckets = u;
+    if (b->window_ms % b->buckets != 0)
+        return fail(p, DBAO_EFORMAT, v[0] ? v[0] : v[1],
+                    "'window' (%" PRIu32 " ms) must be a multiple of 'buckets' (%" PRIu32 ") in %s",
+                    b->window_ms, b->buckets, ctx);
+    if (v[2]) {
+        if ((rc = get_unsigned(p, v[2], "min_requests", 1, 1000000, &u)) != 0)
+            return rc;
+        b->min_requests = u;
+    }
+    if ((v[3] && (rc = get_ratio(p, v[3], "error_ratio", &b->error_permille)) != 0) ||
+        (v[4] && (rc = get_ratio(p, v[4], "slow_ratio", &b->slow_permille)) != 0) ||
+        (v[5] && (rc = get_duration(p, v[5], "slow_call", 1, &b->slow_ms)) != 0) ||
+        (v[6] && (rc = get_duration(p, v[6], "open", 1, &b->open_ms)) != 0))
+        return rc;
+    if (v[4] && !v[5])
+        return fail(p, DBAO_EFORMAT, v[4], "'slow_ratio' needs 'slow_call' in %s", ctx);
+    if (v[5] && !v[4])
+        return fail(p, DBAO_EFORMAT, v[5], "'slow_call' needs 'slow_ratio' in %s", ctx);
+    if (v[7]) {
+        if ((rc = get_unsigned(p, v[7], "probes", 1, 1000, &u)) != 0)
+            return rc;
+        b->probes = u;
+    }
+    b->successes = b->probes;
+    if (v[8]) {
+        if ((rc = get_unsigned(p, v[8], "successes", 1, 1000000, &u)) != 0)
+            return rc;
+        b->successes = u;
+    }
+    return 0;
+}
+
+static bool
+ctype_ok(const char *s)
+{
+    if (s[0] == '\0')
+        return false;
+    for (; *s; s++)
+        if ((unsigned char) *s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+static int
+parse_fallback(P *p, const yaml_node_t *n, gw_config *c, gw_route *r, const char *ctx)
+{
+    static const char *const keys[] = {"mode",      "status",  "content_type", "body",
+                                       "body_file", "cluster", "cache_ttl",    "cache_max"};
+    static const char *const modes[] = {"fail", "static", "upstream", "cache"};
+    /* which keys each mode accepts (bit i: keys[i]) */
+    static const unsigned allowed[] = {0x01, 0x1f, 0x21, 0xc1};
+    yaml_node_t *v[8];
+    gw_fallback *f = &r->fallback;
+    int m = 0, rc = fields(p, n, "'fallback'", ctx, keys, 8, v);
+    if (rc != 0)
+        return rc;
+    if (v[0] && (rc = dbao_yaml_enum(&p->y, v[0], "mode", modes, 4, &m)) != 0)
+        return rc;
+    f->mode = (gw_fallback_mode) m;
+    for (size_t i = 1; i < 8; i++)
+        if (v[i] && !(allowed[m] & (1u << i)))
+            return fail(p, DBAO_EFORMAT, v[i], "'%s' does not go with fallback mode %s in %s",
+                        keys[i], modes[m], ctx);
+    if (f->mode == GW_FALLBACK_STATIC) {
+        unsigned st = 200;
+        if (v[1] && (rc = get_unsigned(p, v[1], "status", 200, 599, &st)) != 0)
+            return rc;
+        f->status = (int) st;
+        if (v[2]) {
+            if ((rc = get_str(p, v[2], "content_type", &f->content_type)) != 0)
+                return rc;
+            if (!ctype_ok(f->content_type))
+                return fail(p, DBAO_EFORMAT, v[2], "bad 'content_type' in %s", ctx);
+        } else if ((f->content_type = strdup("text/plain")) == NULL) {
+            return oom(p);
+        }
+        if ((v[3] != NULL) == (v[4] != NULL))
+            return fail(p, DBAO_EFORMAT, n,
+                        "fallback mode static needs exactly one of 'body' "
+                        "and 'body_file' in %s",
+                        ctx);
+        if (v[3]) {
+            if ((rc = get_str(p, v[3], "body", &f->body)) != 0)
+                return rc;
+            f->body_len = strlen(f->body);
+        } else {
+            char *path = NULL;
+            uint8_t *data = NULL;
+            size_t len = 0;
+            dbao_err ferr;
+            dbao_err_clear(&ferr);
+            if ((rc = get_path(p, v[4], "body_file", &path)) != 0)
+                return rc;
+            struct stat sb;
+            if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+                free(path);
+                return fail(p, DBAO_EFORMAT, v[4], "'body_file' is not a regular file in %s", ctx);
+            }
+            rc = dbao_file_read(&data, &len, path, MAX_BODY_FILE, &ferr);
+            free(path);
+            if (rc == DBAO_ERANGE)
+                return fail(p, DBAO_EFORMAT, v[4], "'body_file' is larger than 1 MiB in %s", ctx);
+            if (rc != 0)
+                return fail(p, rc == DBAO_ENOMEM ? rc : DBAO_EFORMAT, v[4],
+                            "cannot read 'body_file' in %s: %s", ctx, ferr.msg);
+            f->body = malloc(len + 1);
+            if (f->body == NULL) {
+                free(data);
+                return oom(p);
+            }
+            if (len > 0)
+                memcpy(f->body, data, len);
+            f->body[len] = '\0';
+            f->body_len = len;
+            free(data);
+        }
+    } else if (f->mode == GW_FALLBACK_UPSTREAM) {
+        if (!v[5])
+            return fail(p, DBAO_EFORMAT, n, "fallback mode upstream needs 'cluster' in %s", ctx);
+        if ((rc = want_scalar(p, v[5], "cluster", "a cluster name")) != 0)
+            return rc;
+        size_t k = 0;
+        while (k < c->num_clusters && strcmp(c->clusters[k].name, sval(v[5])) != 0)
+            k++;
+        if (k == c->num_clusters)
+            return fail(p, DBAO_EFORMAT, v[5], "unknown fallback cluster '%.64s' in %s", sval(v[5]),
+                        ctx);
+        if (k == r->cluster)
+            return fail(p, DBAO_EFORMAT, v[5],
+                        "fallback cluster '%.64s' must differ from the route's cluster in %s",
+                        sval(v[5]), ctx);
+        f->cluster = k;
+    } else if (f->mode == GW_FALLBACK_CACHE) {
+        f->cache_ttl_ms = 300000;
+        f->cache_max = 1u << 20;
+        if ((v[6] && (rc = get_duration(p, v[6], "cache_ttl", 1, &f->cache_ttl_ms)) != 0) ||
+            (v[7] && (rc = get_size_range(p, v[7], "cache_max", 1, 64u << 20, &f->cache_max)) != 0))
+            return rc;
+    }
+    return 0;
+}
+
+/* route_sec reads a route's zero-trust keys: v = auth, rbac, device, rate_limit, audit, mask. */
+static int
+route_sec(P *p, gw_config *c, gw_route *r, yaml_node_t *const *v, const char *ctx)
+{
+    static const char *const names[] = {"auth", "rbac", "device", "rate_limit", "audit", "mask"};
+    static const char *const auths[] = {"jwt", "none"};
+    static const char *const devs[] = {"none", "token", "request", "mtls"};
+    static const char *const audits[] = {"durable", "async"};
+    gw_security *s = c->security;
+    gw_route_sec *rs = &r->sec;
+    int rc, e;
+    if (s == NULL) {
+        for (size_t i = 0; i < 6; i++)
+            if (v[i])
+                return fail(p, DBAO_EFORMAT, v[i], "%s: '%s' needs a 'security' section", ctx,
+                            names[i]);
+        rs->auth = GW_AUTH_NONE;
+        return 0;
+    }
+    rs->auth = GW_AUTH_JWT;
+    rs->audit = s->audit_mode;
+    rs->mask_body_max = 1u << 20;
+    if (v[0]) {
+        if ((rc = dbao_yaml_enum(&p->y, v[0], "auth", auths, 2, &e)) != 0)
+            return rc;
+        rs->auth = (gw_auth) e;
+    }
+    rs->rbac = rs->auth == GW_AUTH_JWT;
+    if (v[1]) {
+        if ((rc = get_bool(p, v[1], "rbac", &rs->rbac)) != 0)
+            return rc;
+        if (rs->rbac && rs->auth != GW_AUTH_JWT)
+            return fail(p, DBAO_EFORMAT, v[1], "%s: 'rbac: true' needs 'auth: jwt'", ctx);
+    }
+    if (v[2]) {
+        if ((rc = dbao_yaml_enum(&p->y, v[2], "device", devs, 4, &e)) != 0)
+            return rc;
+        rs->device = (gw_device_mode) e;
+        if (rs->device != GW_DEVICE_NONE && rs->auth != GW_AUTH_JWT)
+            return fail(p, DBAO_EFORMAT, v[2], "%s: 'device: %s' needs 'auth: jwt'", ctx, devs[e]);
+    }
+    if (v[3] && (rc = get_limit(p, v[3], "rate_limit", false, &rs->limit)) != 0)
+        return rc;
+    if (v[4]) {
+        if ((rc = dbao_yaml_enum(&p->y, v[4], "audit", audits, 2, &e)) != 0)
+            return rc;
+        rs->audit = e == 1 ? GW_AUDIT_ASYNC : GW_AUDIT_DURABLE;
+    }
+    if (v[5]) {
+        static const char *const mk[] = {"enabled", "body_max", "over_limit"};
+        static const char *const over[] = {"block", "pass"};
+        yaml_node_t *mv[3];
+        if ((rc = fields(p, v[5], "'mask'", ctx, mk, 3, mv)) != 0)
+            return rc;
+        rs->mask = true;
+        if ((mv[0] && (rc = get_bool(p, mv[0], "enabled", &rs->mask)) != 0) ||
+            (mv[1] &&
+             (rc = get_size_range(p, mv[1], "body_max", 1, 1ull << 30, &rs->mask_body_max)) != 0))
+            return rc;
+        if (mv[2]) {
+            if ((rc = dbao_yaml_enum(&p->y, mv[2], "over_limit", over, 2, &e)) != 0)
+                return rc;
+            rs->mask_over_pass = e == 1;
+        }
+        if (rs->mask && s->mask_policy == NULL)
+            return fail(p, DBAO_EFORMAT, v[5], "%s: 'mask' needs 'security.masking.policy'", ctx);
+    }
+    return 0;
+}
+
 /* ---- sections ---- */
 
 static int
@@ -343,9 +991,9 @@ parse_health(P *p, const yaml_node_t *n, gw_health_opts *h, const char *ctx)
 static int
 parse_cluster(P *p, const yaml_node_t *item, gw_cluster *k, size_t idx)
 {
-    static const char *const keys[] = {"name",      "endpoints", "balance", "keepalive",
-                                       "max_conns", "timeouts",  "retries", "health"};
-    yaml_node_t *v[8];
+    static const char *const keys[] = {"name",     "endpoints", "balance", "keepalive", "max_conns",
+                                       "timeouts", "retries",   "health",  "breaker"};
+    yaml_node_t *v[9];
     char ctx[96];
     const char *nm = peek_name(p, item);
     if (nm)
@@ -355,7 +1003,7 @@ parse_cluster(P *p, const yaml_node_t *item, gw_cluster *k, size_t idx)
     int rc = cluster_defaults(k);
     if (rc != 0)
         return oom(p);
-    if ((rc = fields(p, item, "a cluster", ctx, keys, 8, v)) != 0)
+    if ((rc = fields(p, item, "a cluster", ctx, keys, 9, v)) != 0)
         return rc;
     if (!v[0])
         return fail(p, DBAO_EFORMAT, item, "missing 'name' in %s", ctx);
@@ -402,6 +1050,8 @@ parse_cluster(P *p, const yaml_node_t *item, gw_cluster *k, size_t idx)
             return rc;
     }
     if (v[7] && (rc = parse_health(p, v[7], &k->health, ctx)) != 0)
+        return rc;
+    if (v[8] && (rc = parse_breaker(p, v[8], &k->breaker, ctx)) != 0)
         return rc;
     return 0;
 }
@@ -469,9 +1119,10 @@ parse_routes(P *p, const yaml_node_t *n, gw_config *c)
         return oom(p);
     c->num_routes = cnt;
     for (size_t i = 0; i < cnt; i++) {
-        static const char *const keys[] = {"name",         "host",     "prefix", "cluster",
-                                           "strip_prefix", "body_max", "timeout"};
-        yaml_node_t *item, *v[7];
+        static const char *const keys[] = {
+            "name", "host", "prefix", "cluster",    "strip_prefix", "body_max", "timeout",
+            "auth", "rbac", "device", "rate_limit", "audit",        "mask",     "fallback"};
+        yaml_node_t *item, *v[14];
         gw_route *r = &c->routes[i];
         char ctx[96];
         const char *nm;
@@ -482,7 +1133,7 @@ parse_routes(P *p, const yaml_node_t *n, gw_config *c)
             snprintf(ctx, sizeof(ctx), "route '%.64s'", nm);
         else
             snprintf(ctx, sizeof(ctx), "route %zu", i + 1);
-        if ((rc = fields(p, item, "a route", ctx, keys, 7, v)) != 0)
+        if ((rc = fields(p, item, "a route", ctx, keys, 14, v)) != 0)
             return rc;
         if (v[0]) {
             if ((rc = get_str(p, v[0], "name", &r->name)) != 0)
@@ -535,6 +1186,15 @@ parse_routes(P *p, const yaml_node_t *n, gw_config *c)
             (v[5] && (rc = get_size(p, v[5], "body_max", &r->body_max)) != 0) ||
             (v[6] && (rc = get_duration(p, v[6], "timeout", 0, &r->timeout_ms)) != 0))
             return rc;
+        if ((rc = route_sec(p, c, r, &v[7], ctx)) != 0 ||
+            (v[13] && (rc = parse_fallback(p, v[13], c, r, ctx)) != 0))
+            return rc;
+        if (c->security && r->sec.auth == GW_AUTH_JWT && c->security->hs256_secret_file == NULL &&
+            c->security->jwks_file == NULL && c->security->jwks_url == NULL)
+            return fail(p, DBAO_EFORMAT, v[7] ? v[7] : item,
+                        "%s uses auth jwt but 'security.identity.jwt' has no key source "
+                        "(hs256_secret_file, jwks_file or jwks_url)",
+                        ctx);
     }
     return 0;
 }
@@ -542,11 +1202,11 @@ parse_routes(P *p, const yaml_node_t *n, gw_config *c)
 static int
 parse_top(P *p, const yaml_node_t *root, gw_config *c)
 {
-    static const char *const keys[] = {"workers",    "listeners", "admin",
-                                       "limits",     "timeouts",  "trusted_proxies",
-                                       "access_log", "clusters",  "routes"};
-    yaml_node_t *v[9];
-    int rc = fields(p, root, "the configuration", "", keys, 9, v);
+    static const char *const keys[] = {"workers",  "listeners",       "admin",      "limits",
+                                       "timeouts", "trusted_proxies", "access_log", "clusters",
+                                       "routes",   "security"};
+    yaml_node_t *v[10];
+    int rc = fields(p, root, "the configuration", "", keys, 10, v);
     if (rc != 0)
         return rc;
     if (v[0] && (rc = get_unsigned(p, v[0], "workers", 1, 256, &c->workers)) != 0)
@@ -615,6 +1275,8 @@ parse_top(P *p, const yaml_node_t *root, gw_config *c)
     if (!v[7])
         return fail(p, DBAO_EFORMAT, root, "missing 'clusters'");
     if ((rc = parse_clusters(p, v[7], c)) != 0)
+        return rc;
+    if (v[9] && (rc = parse_security(p, v[9], c)) != 0)
         return rc;
     if (!v[8])
         return fail(p, DBAO_EFORMAT, root, "missing 'routes'");
@@ -739,6 +1401,7 @@ gw_config_quick(gw_config **out, const char *listen, const char *const *upstream
         goto fail;
     r->prefix_len = 1;
     r->cluster = 0;
+    r->sec.auth = GW_AUTH_NONE; /* no security section in the quick mode */
     r->body_max = c->body_max;
     *out = c;
     return 0;
@@ -767,11 +1430,33 @@ gw_config_free(gw_config *c)
         free(c->clusters[i].endpoints);
         free(c->clusters[i].health.path);
     }
+    gw_security *s = c->security;
+    if (s != NULL) {
+        free(s->hs256_secret_file);
+        free(s->hs256_kid);
+        free(s->jwks_file);
+        free(s->jwks_url);
+        free(s->sm2_alg);
+        free(s->issuer);
+        free_list(s->audience, s->num_audience);
+        free(s->device_keys_dir);
+        free(s->identity_header);
+        free(s->identity_key_file);
+        free_list(s->strip_headers, s->num_strip);
+        free(s->rbac_file);
+        free_list(s->etcd_endpoints, s->num_etcd);
+        free(s->etcd_key);
+        free(s->audit_dir);
+        free(s->mask_policy);
+        free(s);
+    }
     free(c->clusters);
     for (size_t i = 0; i < c->num_routes; i++) {
         free(c->routes[i].name);
         free(c->routes[i].host);
         free(c->routes[i].prefix);
+        free(c->routes[i].fallback.content_type);
+        free(c->routes[i].fallback.body);
     }
     free(c->routes);
     free(c);

@@ -9,6 +9,13 @@
  * (idle connections at once, busy ones when their exchange ends) and the reference is dropped
  * when the last in-flight request and pool of that generation are gone. So a reload never
  * breaks a request, and the hot path has no lock and no shared write.
+ *
+ * Circuit breakers (one per cluster with `breaker:`) are shared by every worker (zt_breaker is
+ * thread-safe) and reference-counted (gw_breaker): a reload carries a cluster's breaker over
+ * to the new generation when the cluster keeps its name and its breaker options are equal, so
+ * an open breaker stays open across a reload; otherwise the new generation starts a closed
+ * one. The last-good answers of `fallback: cache` routes are kept per worker (gw_cache, used
+ * by its loop thread only), across generations.
  */
 #ifndef DENGBAO_GATEWAY_GWSRV_H
 #define DENGBAO_GATEWAY_GWSRV_H
@@ -18,6 +25,20 @@
 #include <uv.h>
 
 #include "dengbao/gateway.h"
+#include "dengbao/zt.h"
+
+/* fallback modes as metric indexes (gw_fallback_mode values) */
+#define GW_FB_MODES 4
+
+typedef struct gw_breaker {
+    atomic_int refs;
+    zt_breaker *zb;
+    struct gw_server *srv;
+    int slot; /* metrics cluster slot */
+    gw_breaker_conf conf;
+} gw_breaker;
+
+typedef struct gw_cache gw_cache;
 
 typedef struct gw_gen {
     atomic_int refs;
@@ -28,6 +49,7 @@ typedef struct gw_gen {
     size_t num_eps;        /* endpoints over all clusters */
     int *route_slot;       /* metrics slots */
     int *cluster_slot;
+    gw_breaker **br; /* per cluster; NULL: no breaker */
 } gw_gen;
 
 typedef struct gw_wgen {
@@ -55,6 +77,11 @@ typedef struct gw_worker {
     bool stopping;
     struct gw_ctx *free_ctx;
     size_t num_free;
+    size_t live;        /* contexts in use (requests not yet logged) */
+    bool steps_started; /* the steps' on_worker_start ran */
+    bool steps_stopped; /* the steps' on_worker_stop ran (stopping and live == 0) */
+    gw_cache *cache;    /* last-good answers (fallback: cache); created on first use */
+    uint64_t cache_seed;
 } gw_worker;
 
 struct gw_server {
@@ -88,7 +115,16 @@ gw_gen *gw__gen_acquire(gw_server *s); /* a reference to the current generation 
 void gw__gen_release(gw_gen *g);
 uint64_t gw__now_ms(void); /* monotonic */
 
+/* server.c: the steps' worker hooks (on_worker_stop once stopping and no request is live) */
+void gw__worker_steps_stop(gw_worker *w);
+
+/* metrics.c (private additions): fallback answers by route slot and mode (worker thread);
+ * breaker state of a cluster slot (any thread; transition: count it) */
+void gw_metrics_fallback(gw_metrics *m, unsigned worker, int route_slot, int mode);
+void gw_metrics_breaker(gw_metrics *m, int cluster_slot, int state, bool transition);
+
 /* proxy.c */
+void gw__worker_cache_free(gw_worker *w);
 void gw__ctx_free_list(gw_worker *w);
 void gw__worker_sweep(gw_worker *w);
 int gw__worker_refresh(gw_worker *w);

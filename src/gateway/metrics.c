@@ -17,6 +17,12 @@
  *
  * Latency histogram: 14 finite buckets plus +Inf, stored per bucket (non-cumulative) and made
  * cumulative when rendering; the sum is kept in microseconds and printed in seconds.
+ *
+ * Resilience. Fallback answers are counted per route and mode in the shards (hot path, worker
+ * thread). Circuit breaker state is not per worker: a breaker is shared by every worker and
+ * its state changes are reported from whichever thread caused them, so the state gauge and the
+ * transition counters per cluster slot live in gw_metrics itself as real atomics (changes are
+ * rare). Only clusters that ever had a breaker are rendered in those two families.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -26,6 +32,7 @@
 #include <string.h>
 
 #include "dengbao/gateway.h"
+#include "gwsrv.h"
 
 static const int common_codes[] = {100, 101, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307,
                                    308, 400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 415,
@@ -47,6 +54,7 @@ static const char *const uperr_kind[GW_UPERR_KINDS] = {"connect", "timeout", "re
 typedef _Atomic uint64_t ctr;
 
 typedef struct route_ctr {
+    ctr fallbacks[GW_FB_MODES];
     ctr codes[NUM_CODES];
     ctr buckets[NUM_BUCKETS];
     ctr sum_us, count, bytes_in, bytes_out;
@@ -74,7 +82,14 @@ struct gw_metrics {
     pthread_mutex_t mu;
     names routes, clusters;
     int8_t code_index[600]; /* status -> counter index */
+    /* circuit breakers, per cluster slot (any thread) */
+    atomic_bool br_on[GW_METRICS_SLOTS];
+    atomic_int br_state[GW_METRICS_SLOTS];
+    ctr br_trans[GW_METRICS_SLOTS][3];
 };
+
+static const char *const fb_mode[GW_FB_MODES] = {"fail", "static", "upstream", "cache"};
+static const char *const br_name[3] = {"closed", "open", "half-open"};
 
 static inline void
 inc(ctr *c, uint64_t v)
@@ -214,6 +229,26 @@ gw_metrics_pool(gw_metrics *m, unsigned worker, int cluster_slot, size_t idle, s
     cluster_ctr *c = &m->shards[worker].clusters[fix_slot(cluster_slot)];
     atomic_store_explicit(&c->idle, idle, memory_order_relaxed);
     atomic_store_explicit(&c->active, active, memory_order_relaxed);
+}
+
+void
+gw_metrics_fallback(gw_metrics *m, unsigned worker, int route_slot, int mode)
+{
+    if (m == NULL || worker >= m->workers || mode < 0 || mode >= GW_FB_MODES)
+        return;
+    inc(&m->shards[worker].routes[fix_slot(route_slot)].fallbacks[mode], 1);
+}
+
+void
+gw_metrics_breaker(gw_metrics *m, int cluster_slot, int state, bool transition)
+{
+    if (m == NULL || state < 0 || state > 2)
+        return;
+    unsigned s = fix_slot(cluster_slot);
+    atomic_store(&m->br_on[s], true);
+    atomic_store(&m->br_state[s], state);
+    if (transition)
+        atomic_fetch_add_explicit(&m->br_trans[s][state], 1, memory_order_relaxed);
 }
 
 /* ---- rendering ---- */
@@ -408,6 +443,42 @@ gw_metrics_render(gw_metrics *m, const char *extra, char **out, size_t *len)
         puts_(&b, "dengbao_gateway_pool_connections{cluster=\"");
         put_label(&b, slot_name(&m->clusters, s));
         putf(&b, "\",state=\"active\"} %llu\n", (unsigned long long) active);
+    }
+
+    puts_(&b, "# HELP dengbao_gateway_fallbacks_total Answers made by a route's fallback while "
+              "its cluster's circuit breaker was open, by route and mode.\n# TYPE "
+              "dengbao_gateway_fallbacks_total counter\n");
+    for (size_t s = 0; s <= nr; s++)
+        for (int k = 0; k < GW_FB_MODES; k++) {
+            uint64_t v = RSUM(s, fallbacks, (size_t) k);
+            if (v == 0)
+                continue;
+            puts_(&b, "dengbao_gateway_fallbacks_total{route=\"");
+            put_label(&b, slot_name(&m->routes, s));
+            putf(&b, "\",mode=\"%s\"} %llu\n", fb_mode[k], (unsigned long long) v);
+        }
+
+    puts_(&b, "# HELP dengbao_gateway_breaker_state Circuit breaker state by cluster: 0 closed, "
+              "1 open, 2 half-open.\n# TYPE dengbao_gateway_breaker_state gauge\n");
+    for (size_t s = 0; s <= nc; s++) {
+        if (!atomic_load(&m->br_on[s]))
+            continue;
+        puts_(&b, "dengbao_gateway_breaker_state{cluster=\"");
+        put_label(&b, slot_name(&m->clusters, s));
+        putf(&b, "\"} %d\n", atomic_load(&m->br_state[s]));
+    }
+    puts_(&b, "# HELP dengbao_gateway_breaker_transitions_total Circuit breaker state changes, "
+              "by cluster and new state.\n# TYPE dengbao_gateway_breaker_transitions_total "
+              "counter\n");
+    for (size_t s = 0; s <= nc; s++) {
+        if (!atomic_load(&m->br_on[s]))
+            continue;
+        for (int k = 0; k < 3; k++) {
+            puts_(&b, "dengbao_gateway_breaker_transitions_total{cluster=\"");
+            put_label(&b, slot_name(&m->clusters, s));
+            putf(&b, "\",to=\"%s\"} %llu\n", br_name[k],
+                 (unsigned long long) rd(&m->br_trans[s][k]));
+        }
     }
 
     int64_t conns = 0;

@@ -39,9 +39,13 @@
 
 #include "gwsrv.h"
 
-#define GW_BUF_HIGH (256u * 1024) /* pause the source past this many queued bytes */
-#define GW_BUF_LOW  (64u * 1024)  /* resume below */
-#define GW_FREE_CTX 256           /* contexts kept per worker */
+#define GW_BUF_HIGH      (256u * 1024) /* pause the source past this many queued bytes */
+#define GW_BUF_LOW       (64u * 1024)  /* resume below */
+#define GW_FREE_CTX      256           /* contexts kept per worker */
+#define GW_RB_KEEP       (64u * 1024)  /* a buffered-body buffer up to this size is kept */
+#define GW_CACHE_ENTRIES 1024          /* last-good cache, per worker */
+#define GW_CACHE_BYTES   (64u * 1024 * 1024)
+#define GW_CACHE_BUCKETS 2048
 
 struct gw_ctx {
     gw_worker *w;
@@ -66,6 +70,7 @@ struct gw_ctx {
     size_t step_pos;
     size_t filter_pos; /* while emitting: the filter that emits */
     uint64_t filter_mask;
+    const net_resp_head *up_head; /* during on_response_head only */
     const char *error;
     char client[64];
     char trace_id[33];
@@ -79,6 +84,28 @@ struct gw_ctx {
     size_t rh_len, rh_cap;
     char *head; /* the upstream request head */
     size_t head_len, head_cap;
+    char *rm; /* client headers removed: entries "<P|E><name>\0" (prefix / exact) */
+    size_t rm_len, rm_cap;
+    unsigned rm_num;
+    const gw_principal *principal;
+    const char *fallback; /* "fail", "static", "upstream", "cache" or NULL */
+    size_t ci;            /* the cluster: the route's, or its fallback's */
+    /* circuit breaker: at most one admitted call per request (retries are the same call) */
+    gw_breaker *br;
+    zt_breaker_token br_tok;
+    bool br_checked, br_live, fb_used;
+    uint64_t br_t0, br_dur; /* admission; time to the response head (ns) */
+    /* gw_ctx_read_body */
+    bool rb_on, rb_complete, rb_pending, rb_failed, in_request;
+    int rb_status;
+    void (*rb_cb)(gw_ctx *ctx, int status, const uint8_t *body, size_t len, void *arg);
+    void *rb_arg;
+    char *rb; /* bytes (char for buf_reserve) */
+    size_t rb_len, rb_cap;
+    /* the last-good cache: the answer as sent, while it may be cached */
+    bool cap_on;
+    char *cap;
+    size_t cap_len, cap_cap;
     void *user[8];
     struct gw_ctx *next_free;
 };
@@ -274,9 +301,15 @@ ctx_get(gw_worker *w)
         }
     }
     /* keep the buffers, reset the rest */
-    char *path = c->path, *uh = c->uh, *rh = c->rh, *head = c->head;
+    char *path = c->path, *uh = c->uh, *rh = c->rh, *head = c->head, *rm = c->rm;
     size_t path_cap = c->path_cap, uh_cap = c->uh_cap, rh_cap = c->rh_cap, head_cap = c->head_cap;
+    size_t rm_cap = c->rm_cap, rb_cap = c->rb_cap;
+    char *rb = c->rb;
     memset(c, 0, sizeof *c);
+    c->rm = rm;
+    c->rm_cap = rm_cap;
+    c->rb = rb;
+    c->rb_cap = rb_cap;
     c->path = path;
     c->path_cap = path_cap;
     c->uh = uh;
@@ -294,11 +327,21 @@ static void
 ctx_put(gw_ctx *c)
 {
     gw_worker *w = c->w;
+    dbao_free(c->cap);
+    c->cap = NULL;
+    c->cap_cap = 0;
+    if (c->rb_cap > GW_RB_KEEP) {
+        dbao_free(c->rb); /* a large buffered body: not kept for the next request */
+        c->rb = NULL;
+        c->rb_cap = 0;
+    }
     if (w->num_free >= GW_FREE_CTX || w->stopping) {
+        dbao_free(c->rb);
         dbao_free(c->path);
         dbao_free(c->uh);
         dbao_free(c->rh);
         dbao_free(c->head);
+        dbao_free(c->rm);
         dbao_free(c);
         return;
     }
@@ -317,6 +360,8 @@ gw__ctx_free_list(gw_worker *w)
         dbao_free(c->uh);
         dbao_free(c->rh);
         dbao_free(c->head);
+        dbao_free(c->rm);
+        dbao_free(c->rb);
         dbao_free(c);
     }
     w->num_free = 0;
@@ -505,7 +550,7 @@ ctx_log(gw_ctx *c)
     const gw_config *cfg = c->wg ? c->wg->gen->cfg : NULL;
     int slot = c->route_idx >= 0 && c->wg ? c->wg->gen->route_slot[c->route_idx] : 0;
     gw_metrics_request(s->metrics, c->w->index, slot, c->status, dur_us, c->bytes_in, c->bytes_out);
-    for (size_t i = 0; i < s->num_steps; i++) {
+    for (size_t i = 0; i < s->num_steps && !c->w->steps_stopped; i++) {
         if (s->steps[i].on_log) {
             s->steps[i].on_log(c, s->steps[i].arg);
         }
@@ -513,7 +558,7 @@ ctx_log(gw_ctx *c)
     if (s->alog) {
         char up[80] = "";
         if (c->attempts && cfg) {
-            const gw_cluster *cl = &cfg->clusters[c->route->cluster];
+            const gw_cluster *cl = &cfg->clusters[c->ci];
             const gw_addr *a = &cl->endpoints[c->cl_ep];
             char *p = up;
             size_t hl = strlen(a->host);
@@ -566,9 +611,28 @@ ctx_release(gw_ctx *c)
         wg->inflight--;
         wgen_maybe_free(w, wg);
     }
-    net_worker_release(w->nw);
+    w->live--;
     ctx_put(c);
+    if (w->stopping && w->live == 0) {
+        gw__worker_steps_stop(w);
+    }
+    net_worker_release(w->nw);
 }
+
+/* br_record reports the outcome of the call the breaker admitted, once per request */
+static void
+br_record(gw_ctx *c, zt_outcome o)
+{
+    if (!c->br_live) {
+        return;
+    }
+    c->br_live = false;
+    uint64_t now = mono_ns();
+    uint64_t dur = c->br_dur ? c->br_dur : now - c->br_t0;
+    zt_breaker_record(c->br->zb, c->br_tok, o, dur, now);
+}
+
+static void cache_store(gw_ctx *c);
 
 static void
 ctx_end(gw_ctx *c, bool abort)
@@ -577,6 +641,7 @@ ctx_end(gw_ctx *c, bool abort)
         return;
     }
     c->finished = true;
+    br_record(c, ZT_OUTCOME_CANCELLED); /* no outcome was recorded: the client went away, ... */
     if (c->x) {
         net_exchange_abort(c->x);
         c->wg->active[c->ep]--;
@@ -625,6 +690,8 @@ ctx_fail(gw_ctx *c, int status, const char *why)
 
 /* ---- the request body, client -> upstream ---- */
 
+static void rb_finish(gw_ctx *c, int status);
+
 static void
 body_on_data(net_request *req, const uint8_t *data, size_t len, void *arg)
 {
@@ -636,7 +703,24 @@ body_on_data(net_request *req, const uint8_t *data, size_t len, void *arg)
     c->bytes_in += len;
     if (c->body_max && c->bytes_in > c->body_max) {
         c->body_failed = true;
+        if (c->rb_on && !c->rb_complete) {
+            rb_finish(c, DBAO_ERANGE); /* the step learns it; then 413 */
+            return;
+        }
         ctx_fail(c, 413, "request body over the route's limit");
+        return;
+    }
+    if (c->rb_on) {
+        if (!c->rb_complete && (c->rb_len + len > c->rb_cap) &&
+            buf_reserve(&c->rb, &c->rb_cap, c->rb_len + len) != 0) {
+            c->body_failed = true;
+            rb_finish(c, DBAO_ENOMEM);
+            return;
+        }
+        if (!c->rb_complete) {
+            memcpy(c->rb + c->rb_len, data, len);
+            c->rb_len += len;
+        }
         return;
     }
     if (c->x == NULL) {
@@ -659,17 +743,24 @@ body_on_end(net_request *req, void *arg)
     (void) req;
     gw_ctx *c = arg;
     c->body_done = true;
-    if (!c->finished && c->x) {
+    if (c->finished) {
+        return;
+    }
+    if (c->rb_on) {
+        if (!c->rb_complete) {
+            rb_finish(c, 0);
+        }
+        return;
+    }
+    if (c->x) {
         net_exchange_end(c->x);
     }
 }
 
+/* body_fail answers a request whose body could not be read */
 static void
-body_on_error(net_request *req, int err, void *arg)
+body_fail(gw_ctx *c, int err)
 {
-    (void) req;
-    gw_ctx *c = arg;
-    c->body_failed = true;
     if (c->finished) {
         return;
     }
@@ -684,12 +775,64 @@ body_on_error(net_request *req, int err, void *arg)
             c->status = 499;
         }
         ctx_end(c, true);
+    } else if (err == DBAO_ENOMEM) {
+        ctx_fail(c, 500, "out of memory");
     } else {
         ctx_fail(c, 400, "bad request body");
     }
 }
 
+static void
+body_on_error(net_request *req, int err, void *arg)
+{
+    (void) req;
+    gw_ctx *c = arg;
+    c->body_failed = true;
+    if (c->finished) {
+        return;
+    }
+    if (c->rb_on && !c->rb_complete) {
+        rb_finish(c, err);
+        return;
+    }
+    body_fail(c, err);
+}
+
 static const net_body_cbs body_cbs = {body_on_data, body_on_end, body_on_error};
+
+/* ---- gw_ctx_read_body: the whole body before the upstream ---- */
+
+static void run_steps(gw_ctx *c);
+
+/* rb_deliver hands the buffered body (or the failure) to the step. On success the step
+ * resumes the chain (the context may be gone when `done` returns); on failure the step only
+ * cleans up (gw_ctx_resume and gw_ctx_respond are refused) and the gateway answers. */
+static void
+rb_deliver(gw_ctx *c)
+{
+    c->rb_pending = false;
+    int st = c->rb_status;
+    if (st != 0) {
+        c->rb_failed = true;
+        c->rb_cb(c, st, NULL, 0, c->rb_arg);
+        body_fail(c, st);
+        return;
+    }
+    static const uint8_t empty[1];
+    c->rb_cb(c, 0, c->rb_len ? (const uint8_t *) c->rb : empty, c->rb_len, c->rb_arg);
+}
+
+static void
+rb_finish(gw_ctx *c, int status)
+{
+    c->rb_complete = true;
+    c->rb_status = status;
+    if (c->in_request) {
+        c->rb_pending = true; /* delivered once the step's on_request has returned */
+        return;
+    }
+    rb_deliver(c);
+}
 
 /* ---- the response, upstream -> client ---- */
 
@@ -717,6 +860,19 @@ send_to_client(gw_ctx *c, const uint8_t *data, size_t len)
         return rc;
     }
     c->bytes_out += len;
+    if (c->cap_on) {
+        /* the last-good cache keeps the answer as sent (after the body filters: masking) */
+        if (c->cap_len + len > c->route->fallback.cache_max ||
+            buf_reserve(&c->cap, &c->cap_cap, c->cap_len + len) != 0) {
+            c->cap_on = false;
+            dbao_free(c->cap);
+            c->cap = NULL;
+            c->cap_len = c->cap_cap = 0;
+        } else {
+            memcpy(c->cap + c->cap_len, data, len);
+            c->cap_len += len;
+        }
+    }
     if (!c->up_paused && c->x && net_response_queued(c->req) > GW_BUF_HIGH) {
         c->up_paused = true;
         net_exchange_pause(c->x);
@@ -760,21 +916,57 @@ x_on_head(net_exchange *x, const net_resp_head *h, void *arg)
         return; /* 100 Continue was answered by the gateway itself; other 1xx are dropped */
     }
     c->up_status = h->status;
+    if (c->br_live) {
+        c->br_dur = mono_ns() - c->br_t0; /* slow calls: the time to the response head */
+    }
     gw_server *s = c->w->srv;
     const char *conn = NULL;
     const char *raw_cl = NULL;
+    /* the last-good cache: a 200 to a GET on a `fallback: cache` route, without cookies and
+     * not marked private or no-store */
+    bool cacheable = h->status == 200 && c->route->fallback.mode == GW_FALLBACK_CACHE &&
+                     strcmp(net_request_method(c->req), "GET") == 0 && !c->fb_used;
     for (size_t i = 0; i < h->num_headers; i++) {
         size_t nl = strlen(h->names[i]);
         if (tok_eq(h->names[i], nl, "connection", 10)) {
             conn = h->values[i];
         } else if (tok_eq(h->names[i], nl, "content-length", 14)) {
             raw_cl = h->values[i];
+        } else if (tok_eq(h->names[i], nl, "set-cookie", 10)) {
+            cacheable = false;
+        } else if (tok_eq(h->names[i], nl, "cache-control", 13) &&
+                   (strcasestr(h->values[i], "no-store") || strcasestr(h->values[i], "private"))) {
+            cacheable = false;
+        }
+    }
+    if (cacheable) {
+        c->cap_on = true;
+        c->cap_len = 0;
+    }
+    for (size_t i = 0; i < s->num_steps; i++) {
+        if (s->steps[i].on_response_head) {
+            c->step_pos = i;
+            c->up_head = h;
+            s->steps[i].on_response_head(c, h->status, s->steps[i].arg);
+            c->up_head = NULL;
+            if (c->finished) {
+                return;
+            }
         }
     }
     for (size_t i = 0; i < h->num_headers; i++) {
         const char *n = h->names[i];
         size_t nl = strlen(n);
         if (resp_hdr_dropped(n, nl) || listed_in(conn, n, nl)) {
+            continue;
+        }
+        /* a step rewrites the body: validators and digests of the upstream's bytes no longer
+         * describe it (a cache or client would pair the masked body with the clear one's
+         * ETag, or reject it on a digest mismatch) */
+        if (c->filter_mask &&
+            (tok_eq(n, nl, "etag", 4) || tok_eq(n, nl, "content-md5", 11) ||
+             tok_eq(n, nl, "digest", 6) || tok_eq(n, nl, "content-digest", 14) ||
+             tok_eq(n, nl, "repr-digest", 11) || tok_eq(n, nl, "accept-ranges", 13))) {
             continue;
         }
         size_t vl = strlen(h->values[i]);
@@ -784,15 +976,6 @@ x_on_head(net_exchange *x, const net_resp_head *h, void *arg)
             buf_put(&c->rh, &c->rh_len, &c->rh_cap, "\r\n", 2)) {
             ctx_fail(c, 502, "out of memory");
             return;
-        }
-    }
-    for (size_t i = 0; i < s->num_steps; i++) {
-        if (s->steps[i].on_response_head) {
-            c->step_pos = i;
-            s->steps[i].on_response_head(c, h->status, s->steps[i].arg);
-            if (c->finished) {
-                return;
-            }
         }
     }
     int64_t len = h->content_length;
@@ -846,18 +1029,23 @@ x_on_end(net_exchange *x, void *arg)
     if (c->tup_ns) {
         c->up_ns = mono_ns() - c->tup_ns;
     }
-    gw_health_report(c->wg->gen->cs[c->route->cluster], c->cl_ep,
-                     !(c->up_status >= 502 && c->up_status <= 504), uv_now(c->w->loop));
+    gw_health_report(c->wg->gen->cs[c->ci], c->cl_ep, !(c->up_status >= 502 && c->up_status <= 504),
+                     uv_now(c->w->loop));
     if (c->finished) {
         return;
     }
     if (!c->resp_started) {
+        br_record(c, ZT_OUTCOME_CONNECT);
         ctx_fail(c, 502, "upstream sent no final response");
         return;
     }
+    br_record(c, c->up_status >= 500 ? ZT_OUTCOME_ERROR : ZT_OUTCOME_OK);
     if (c->filter_mask && filter_from(c, 0, NULL, 0, true) != 0) {
         ctx_end(c, true);
         return;
+    }
+    if (c->cap_on && !c->finished) {
+        cache_store(c);
     }
     ctx_end(c, false);
 }
@@ -879,7 +1067,7 @@ x_on_error(net_exchange *x, int err, unsigned flags, void *arg)
     c->wg->active[c->ep]--;
     gw_server *s = c->w->srv;
     gw_gen *g = c->wg->gen;
-    size_t ci = c->route->cluster;
+    size_t ci = c->ci;
     int kind = err == -ETIMEDOUT          ? GW_UPERR_TIMEOUT
                : err == DBAO_EFORMAT      ? GW_UPERR_PROTOCOL
                : (flags & NET_X_NOT_SENT) ? GW_UPERR_CONNECT
@@ -893,6 +1081,10 @@ x_on_error(net_exchange *x, int err, unsigned flags, void *arg)
     }
     if (c->resp_started) {
         c->error = "upstream failed mid-response";
+        br_record(c, err == -ECANCELED     ? ZT_OUTCOME_CANCELLED
+                     : c->up_status >= 500 ? ZT_OUTCOME_ERROR
+                     : err == -ETIMEDOUT   ? ZT_OUTCOME_TIMEOUT
+                                           : ZT_OUTCOME_CONNECT);
         ctx_end(c, true);
         return;
     }
@@ -910,6 +1102,9 @@ x_on_error(net_exchange *x, int err, unsigned flags, void *arg)
         try_upstream(c);
         return;
     }
+    br_record(c, err == -ECANCELED   ? ZT_OUTCOME_CANCELLED
+                 : err == -ETIMEDOUT ? ZT_OUTCOME_TIMEOUT
+                                     : ZT_OUTCOME_CONNECT);
     if (err == -ETIMEDOUT) {
         ctx_fail(c, 504, "upstream timed out");
     } else if (err == DBAO_EFORMAT) {
@@ -935,6 +1130,27 @@ x_on_drain(net_exchange *x, void *arg)
 static const net_exchange_cbs x_cbs = {x_on_head, x_on_data, x_on_end, x_on_error, x_on_drain};
 
 /* ---- building the upstream request ---- */
+
+/* removed: did a step ask (gw_ctx_remove_upstream_header) that this client header go? */
+static bool
+removed(const gw_ctx *c, const char *name, size_t nl)
+{
+    if (c->rm_len == 0) {
+        return false;
+    }
+    const char *p = c->rm, *e = c->rm + c->rm_len;
+    while (p < e) {
+        bool prefix = *p == 'P';
+        p++;
+        size_t el = strlen(p);
+        if (prefix ? (nl >= el && strncasecmp(name, p, el) == 0)
+                   : (nl == el && strncasecmp(name, p, el) == 0)) {
+            return true;
+        }
+        p += el + 1;
+    }
+    return false;
+}
 
 static int
 build_head(gw_ctx *c)
@@ -985,7 +1201,7 @@ build_head(gw_ctx *c)
             xff_in = value; /* only the first: several are joined below if trusted */
             continue;
         }
-        if (req_hdr_dropped(name, nl) || listed_in(conn, name, nl)) {
+        if (req_hdr_dropped(name, nl) || listed_in(conn, name, nl) || removed(c, name, nl)) {
             continue;
         }
         if (c->uh_len) {
@@ -1015,7 +1231,7 @@ build_head(gw_ctx *c)
     }
     const net_peer *peer = net_request_peer(req);
     if (!have_host) {
-        const gw_addr *a = &cfg->clusters[c->route->cluster].endpoints[c->cl_ep];
+        const gw_addr *a = &cfg->clusters[c->ci].endpoints[c->cl_ep];
         PUT("Host: ", 6);
         PUTS(a->host);
         PUT("\r\n", 2);
@@ -1063,7 +1279,15 @@ build_head(gw_ctx *c)
     if (c->uh_len) {
         PUT(c->uh, c->uh_len);
     }
-    if (c->req_cl < 0) {
+    if (c->rb_on) {
+        /* the body was buffered (gw_ctx_read_body): exactly those bytes, Content-Length */
+        if (c->has_body) {
+            char tmp[48] = "Content-Length: ";
+            char *p = put_u64(tmp + 16, (uint64_t) c->rb_len);
+            memcpy(p, "\r\n", 2);
+            PUT(tmp, (size_t) (p + 2 - tmp));
+        }
+    } else if (c->req_cl < 0) {
         PUT("Transfer-Encoding: chunked\r\n", 28);
     } else if (c->req_cl > 0 || c->has_body) {
         char tmp[48] = "Content-Length: ";
@@ -1077,11 +1301,33 @@ build_head(gw_ctx *c)
     return 0;
 }
 
+static void fallback(gw_ctx *c, uint32_t retry_after_ms);
+
 static void
 try_upstream(gw_ctx *c)
 {
     gw_gen *g = c->wg->gen;
-    size_t ci = c->route->cluster;
+    if (!c->br_checked) {
+        /* the circuit breaker admits the call once; retries are part of it */
+        c->br_checked = true;
+        gw_breaker *b = g->br ? g->br[c->ci] : NULL;
+        if (b) {
+            uint32_t ra = 0;
+            uint64_t now = mono_ns();
+            if (!zt_breaker_allow(b->zb, now, &c->br_tok, &ra)) {
+                fallback(c, ra);
+                return;
+            }
+            c->br = b;
+            c->br_live = true;
+            c->br_t0 = now;
+        }
+        if (c->fb_used) {
+            gw_metrics_fallback(c->w->srv->metrics, c->w->index, g->route_slot[c->route_idx],
+                                GW_FALLBACK_UPSTREAM);
+        }
+    }
+    size_t ci = c->ci;
     int ep =
         gw_balance_pick(g->cs[ci], c->wg->active + g->ep_base[ci], c->tried, uv_now(c->w->loop));
     if (ep < 0 && c->tried) {
@@ -1089,6 +1335,7 @@ try_upstream(gw_ctx *c)
         ep = gw_balance_pick(g->cs[ci], c->wg->active + g->ep_base[ci], 0, uv_now(c->w->loop));
     }
     if (ep < 0) {
+        br_record(c, ZT_OUTCOME_CONNECT);
         ctx_fail(c, 503, "no healthy upstream");
         return;
     }
@@ -1113,13 +1360,23 @@ try_upstream(gw_ctx *c)
         c->tup_ns = mono_ns();
     }
     int64_t blen = c->req_cl < 0 ? -1 : c->req_cl;
+    if (c->rb_on) {
+        blen = c->has_body ? (int64_t) c->rb_len : 0;
+    }
     if (net_exchange_start(&c->x, p, c->head, c->head_len, blen, c->head_method, &x_cbs, c) != 0) {
         c->x = NULL;
         ctx_fail(c, 500, "out of memory");
         return;
     }
     c->wg->active[c->ep]++;
-    if (c->body_done || !c->has_body) {
+    if (c->rb_on) {
+        /* the buffered body, again on a retry (the upstream saw none of it then) */
+        if (blen > 0 && net_exchange_write(c->x, c->rb, c->rb_len) != 0) {
+            ctx_fail(c, 500, "out of memory");
+            return;
+        }
+        net_exchange_end(c->x);
+    } else if (c->body_done || !c->has_body) {
         net_exchange_end(c->x);
     } else if (!c->body_started) {
         c->body_started = true;
@@ -1129,14 +1386,360 @@ try_upstream(gw_ctx *c)
     }
 }
 
-/* ---- the chain ---- */
+/* ---- circuit open: fallbacks and the last-good cache ----
+ *
+ * The cache is per worker (its loop thread only): a hash table over an LRU list, at most
+ * GW_CACHE_ENTRIES entries and GW_CACHE_BYTES bytes. The key is the route name, the
+ * normalised path, the query and the principal's sub (when a principal is set), NUL-separated
+ * (none of them can hold a NUL but the last), so one subject never gets another's answer. An
+ * entry keeps the response header block as received (hop-by-hop and framing headers already
+ * removed, Age dropped) and the body as sent to the client (after the body filters). */
 
-static void run_steps(gw_ctx *c);
+typedef struct cache_ent {
+    struct cache_ent *hnext;       /* bucket chain */
+    struct cache_ent *prev, *next; /* LRU list, most recent first */
+    uint64_t hash;
+    uint64_t stored_ms;
+    size_t key_len, hdr_len, body_len;
+    char *key, *hdr;
+    uint8_t *body;
+} cache_ent;
+
+struct gw_cache {
+    cache_ent *bucket[GW_CACHE_BUCKETS];
+    cache_ent *head, *tail;
+    size_t n, bytes;
+};
+
+static uint64_t
+cache_hash(const gw_worker *w, const char *k, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ w->cache_seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t) k[i];
+        h *= 0x100000001b3ull;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+static size_t
+ent_size(const cache_ent *e)
+{
+    return sizeof *e + e->key_len + e->hdr_len + e->body_len;
+}
+
+static void
+cache_unlink(gw_cache *ca, cache_ent *e)
+{
+    cache_ent **pp = &ca->bucket[e->hash % GW_CACHE_BUCKETS];
+    while (*pp && *pp != e) {
+        pp = &(*pp)->hnext;
+    }
+    if (*pp) {
+        *pp = e->hnext;
+    }
+    if (e->prev) {
+        e->prev->next = e->next;
+    } else {
+        ca->head = e->next;
+    }
+    if (e->next) {
+        e->next->prev = e->prev;
+    } else {
+        ca->tail = e->prev;
+    }
+    ca->n--;
+    ca->bytes -= ent_size(e);
+    dbao_free(e);
+}
+
+void
+gw__worker_cache_free(gw_worker *w)
+{
+    gw_cache *ca = w->cache;
+    if (ca == NULL) {
+        return;
+    }
+    while (ca->head) {
+        cache_unlink(ca, ca->head);
+    }
+    dbao_free(ca);
+    w->cache = NULL;
+}
+
+/* cache_key writes the key into a malloc'd buffer */
+static char *
+cache_key(const gw_ctx *c, size_t *len)
+{
+    const char *route = c->route->name ? c->route->name : "";
+    const char *query = net_request_query(c->req);
+    const char *sub = c->principal && c->principal->sub ? c->principal->sub : NULL;
+    size_t rl = strlen(route), pl = strlen(c->path), ql = strlen(query), sl = sub ? strlen(sub) : 0;
+    size_t n = rl + 1 + pl + 1 + ql + 1 + 1 + sl;
+    char *k = dbao_malloc(n);
+    if (k == NULL) {
+        return NULL;
+    }
+    char *p = k;
+    memcpy(p, route, rl + 1);
+    p += rl + 1;
+    memcpy(p, c->path, pl + 1);
+    p += pl + 1;
+    memcpy(p, query, ql + 1);
+    p += ql + 1;
+    *p++ = sub ? 'S' : '-'; /* a principal, or none (auth none) */
+    if (sl) {
+        memcpy(p, sub, sl);
+    }
+    *len = n;
+    return k;
+}
+
+static cache_ent *
+cache_find(gw_worker *w, const char *k, size_t kl, uint64_t h)
+{
+    if (w->cache == NULL) {
+        return NULL;
+    }
+    for (cache_ent *e = w->cache->bucket[h % GW_CACHE_BUCKETS]; e; e = e->hnext) {
+        if (e->hash == h && e->key_len == kl && memcmp(e->key, k, kl) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static void
+cache_store(gw_ctx *c)
+{
+    gw_worker *w = c->w;
+    c->cap_on = false;
+    if (w->stopping) {
+        return;
+    }
+    if (w->cache == NULL) {
+        w->cache = dbao_calloc(1, sizeof *w->cache);
+        if (w->cache == NULL) {
+            return;
+        }
+        w->cache_seed = uv_hrtime() ^ ((uint64_t) (uintptr_t) w << 17);
+    }
+    gw_cache *ca = w->cache;
+    size_t kl;
+    char *k = cache_key(c, &kl);
+    if (k == NULL) {
+        return;
+    }
+    /* the header block without Age (set when served) */
+    size_t hl = 0;
+    const char *p = c->rh, *end = c->rh ? c->rh + c->rh_len : NULL;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t) (end - p));
+        const char *next = eol ? eol + 1 : end;
+        if (!((size_t) (next - p) > 4 && strncasecmp(p, "age:", 4) == 0)) {
+            hl += (size_t) (next - p);
+        }
+        p = next;
+    }
+    size_t total = sizeof(cache_ent) + kl + hl + c->cap_len;
+    if (total > GW_CACHE_BYTES) {
+        dbao_free(k);
+        return;
+    }
+    uint64_t h = cache_hash(w, k, kl);
+    cache_ent *old = cache_find(w, k, kl, h);
+    if (old) {
+        cache_unlink(ca, old);
+    }
+    while (ca->tail && (ca->n >= GW_CACHE_ENTRIES || ca->bytes + total > GW_CACHE_BYTES)) {
+        cache_unlink(ca, ca->tail);
+    }
+    cache_ent *e = dbao_malloc(total);
+    if (e == NULL) {
+        dbao_free(k);
+        return;
+    }
+    memset(e, 0, sizeof *e);
+    e->key = (char *) (e + 1);
+    e->hdr = e->key + kl;
+    e->body = (uint8_t *) (e->hdr + hl);
+    memcpy(e->key, k, kl);
+    dbao_free(k);
+    e->key_len = kl;
+    char *q = e->hdr;
+    for (p = c->rh; p < end;) {
+        const char *eol = memchr(p, '\n', (size_t) (end - p));
+        const char *next = eol ? eol + 1 : end;
+        if (!((size_t) (next - p) > 4 && strncasecmp(p, "age:", 4) == 0)) {
+            memcpy(q, p, (size_t) (next - p));
+            q += next - p;
+        }
+        p = next;
+    }
+    e->hdr_len = hl;
+    if (c->cap_len) {
+        memcpy(e->body, c->cap, c->cap_len);
+    }
+    e->body_len = c->cap_len;
+    e->hash = h;
+    e->stored_ms = uv_now(w->loop);
+    e->hnext = ca->bucket[h % GW_CACHE_BUCKETS];
+    ca->bucket[h % GW_CACHE_BUCKETS] = e;
+    e->next = ca->head;
+    if (ca->head) {
+        ca->head->prev = e;
+    } else {
+        ca->tail = e;
+    }
+    ca->head = e;
+    ca->n++;
+    ca->bytes += total;
+}
+
+static void
+fb_count(gw_ctx *c, int mode)
+{
+    gw_metrics_fallback(c->w->srv->metrics, c->w->index, c->wg->gen->route_slot[c->route_idx],
+                        mode);
+}
+
+static void
+fb_fail(gw_ctx *c, uint32_t retry_after_ms)
+{
+    c->fallback = "fail";
+    fb_count(c, GW_FALLBACK_FAIL);
+    char ra[16];
+    uint32_t secs = (retry_after_ms + 999) / 1000;
+    snprintf(ra, sizeof ra, "%u", secs ? secs : 1);
+    net_request_add_header(c->req, "Retry-After", ra);
+    net_request_add_header(c->req, "X-Dengbao-Fallback", "fail");
+    ctx_fail(c, 503, "circuit breaker open");
+}
+
+/* cache_serve answers from the last-good cache; false if there is no fresh entry */
+static bool
+cache_serve(gw_ctx *c)
+{
+    gw_worker *w = c->w;
+    if (w->cache == NULL || strcmp(net_request_method(c->req), "GET") != 0) {
+        return false;
+    }
+    size_t kl;
+    char *k = cache_key(c, &kl);
+    if (k == NULL) {
+        return false;
+    }
+    cache_ent *e = cache_find(w, k, kl, cache_hash(w, k, kl));
+    dbao_free(k);
+    uint64_t now = uv_now(w->loop);
+    if (e == NULL || now - e->stored_ms >= c->route->fallback.cache_ttl_ms) {
+        return false;
+    }
+    /* most recently used first */
+    gw_cache *ca = w->cache;
+    if (ca->head != e) {
+        e->prev->next = e->next;
+        if (e->next) {
+            e->next->prev = e->prev;
+        } else {
+            ca->tail = e->prev;
+        }
+        e->prev = NULL;
+        e->next = ca->head;
+        ca->head->prev = e;
+        ca->head = e;
+    }
+    char age[24];
+    snprintf(age, sizeof age, "%llu", (unsigned long long) ((now - e->stored_ms) / 1000u));
+    c->fallback = "cache";
+    fb_count(c, GW_FALLBACK_CACHE);
+    if ((e->hdr_len && net_response_add_header_block(c->req, e->hdr, e->hdr_len) != 0) ||
+        net_request_add_header(c->req, "Age", age) != 0 ||
+        net_request_add_header(c->req, "X-Dengbao-Fallback", "cache") != 0) {
+        ctx_fail(c, 500, "out of memory");
+        return true;
+    }
+    c->status = 200;
+    c->resp_started = true;
+    int rc = net_response_start(c->req, 200, NULL, (int64_t) e->body_len);
+    if (rc == 0 && e->body_len && !c->head_method) {
+        rc = net_response_write(c->req, e->body, e->body_len);
+        if (rc == 0) {
+            c->bytes_out += e->body_len;
+        }
+    }
+    ctx_end(c, rc != 0);
+    return true;
+}
+
+/* fallback: the cluster's breaker refused the call; the route's fallback answers */
+static void
+fallback(gw_ctx *c, uint32_t retry_after_ms)
+{
+    const gw_fallback *fb = &c->route->fallback;
+    c->error = "circuit breaker open";
+    if (c->fb_used) {
+        fb_fail(c, retry_after_ms); /* the fallback cluster's breaker is open too */
+        return;
+    }
+    switch (fb->mode) {
+    case GW_FALLBACK_UPSTREAM:
+        if (fb->cluster >= c->wg->gen->cfg->num_clusters || fb->cluster == c->ci) {
+            break;
+        }
+        c->fb_used = true;
+        c->fallback = "upstream";
+        c->ci = fb->cluster;
+        c->br_checked = false; /* the fallback cluster's own breaker */
+        c->tried = 0;
+        c->head_len = 0;
+        net_request_add_header(c->req, "X-Dengbao-Fallback", "upstream");
+        try_upstream(c);
+        return;
+    case GW_FALLBACK_STATIC: {
+        c->fallback = "static";
+        fb_count(c, GW_FALLBACK_STATIC);
+        char ra[16];
+        uint32_t secs = (retry_after_ms + 999) / 1000;
+        snprintf(ra, sizeof ra, "%u", secs ? secs : 1);
+        net_request_add_header(c->req, "Retry-After", ra);
+        net_request_add_header(c->req, "Cache-Control", "no-store");
+        net_request_add_header(c->req, "X-Dengbao-Fallback", "static");
+        int status = fb->status ? fb->status : 200;
+        c->status = status;
+        c->resp_started = true;
+        int rc =
+            net_response_start(c->req, status, fb->content_type ? fb->content_type : "text/plain",
+                               (int64_t) fb->body_len);
+        if (rc == 0 && fb->body_len && !c->head_method) {
+            rc = net_response_write(c->req, fb->body, fb->body_len);
+            if (rc == 0) {
+                c->bytes_out += fb->body_len;
+            }
+        }
+        ctx_end(c, rc != 0);
+        return;
+    }
+    case GW_FALLBACK_CACHE:
+        if (cache_serve(c)) {
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    fb_fail(c, retry_after_ms);
+}
+
+/* ---- the chain ---- */
 
 void
 gw_ctx_resume(gw_ctx *c, int result)
 {
-    if (c->finished) {
+    if (c->finished || c->rb_failed) {
         return;
     }
     if (result == GW_DONE) {
@@ -1156,8 +1759,17 @@ run_steps(gw_ctx *c)
     while (c->step_pos < s->num_steps) {
         const gw_step *st = &s->steps[c->step_pos];
         if (st->on_request) {
+            c->in_request = true;
             int r = st->on_request(c, st->arg);
+            c->in_request = false;
             if (r == GW_ASYNC) {
+                if (c->rb_pending) {
+                    rb_deliver(c); /* the body was complete at once (no body) */
+                }
+                return;
+            }
+            if (c->rb_on && (!c->rb_complete || c->rb_pending) && !c->finished) {
+                ctx_fail(c, 500, "a step read the body without waiting for it");
                 return;
             }
             if (r != GW_NEXT) {
@@ -1207,6 +1819,7 @@ gw__proxy_handler(net_request *req, void *arg)
         return;
     }
     net_worker_hold(w->nw);
+    w->live++;
     c->req = req;
     c->t0_ns = mono_ns();
     if (w->srv->alog) {
@@ -1219,6 +1832,10 @@ gw__proxy_handler(net_request *req, void *arg)
     }
     c->wg = w->cur;
     c->wg->inflight++;
+    if (w->steps_stopped) {
+        ctx_fail(c, 503, "shutting down");
+        return;
+    }
     const gw_config *cfg = c->wg->gen->cfg;
     const char *method = net_request_method(req);
     c->head_method = method[0] == 'H' && strcmp(method, "HEAD") == 0;
@@ -1243,6 +1860,7 @@ gw__proxy_handler(net_request *req, void *arg)
     }
     c->route_idx = ri;
     c->route = &cfg->routes[ri];
+    c->ci = c->route->cluster;
     c->body_max = c->route->body_max ? c->route->body_max : cfg->body_max;
     c->req_cl = net_request_content_length(req);
     c->has_body = c->req_cl != 0;
@@ -1341,7 +1959,7 @@ gw_ctx_add_response_header(gw_ctx *c, const char *name, const char *value)
 int
 gw_ctx_respond(gw_ctx *c, int status, const char *content_type, const void *body, size_t len)
 {
-    if (c->finished || c->resp_started) {
+    if (c->finished || c->resp_started || c->rb_failed) {
         return DBAO_EINVAL;
     }
     c->status = status;
@@ -1355,6 +1973,22 @@ gw_ctx_respond(gw_ctx *c, int status, const char *content_type, const void *body
     }
     ctx_end(c, rc != 0);
     return rc;
+}
+
+const char *
+gw_ctx_response_header(const gw_ctx *c, const char *name)
+{
+    const net_resp_head *h = c->up_head;
+    if (h == NULL || name == NULL) {
+        return NULL;
+    }
+    size_t len = strlen(name);
+    for (size_t i = 0; i < h->num_headers; i++) {
+        if (tok_eq(h->names[i], strlen(h->names[i]), name, len)) {
+            return h->values[i];
+        }
+    }
+    return NULL;
 }
 
 void
@@ -1377,4 +2011,94 @@ void *
 gw_ctx_user(const gw_ctx *c, size_t step)
 {
     return step < 8 ? c->user[step] : NULL;
+}
+
+void
+gw_ctx_set_principal(gw_ctx *c, const gw_principal *p)
+{
+    c->principal = p;
+}
+
+const gw_principal *
+gw_ctx_principal(const gw_ctx *c)
+{
+    return c->principal;
+}
+
+const char *
+gw_ctx_error(const gw_ctx *c)
+{
+    return c->error;
+}
+
+int
+gw_ctx_upstream_status(const gw_ctx *c)
+{
+    return c->up_status;
+}
+
+const char *
+gw_ctx_fallback(const gw_ctx *c)
+{
+    return c->fallback;
+}
+
+const char *
+gw_ctx_method(const gw_ctx *c)
+{
+    return c->req ? net_request_method(c->req) : "";
+}
+
+const net_peer *
+gw_ctx_peer(const gw_ctx *c)
+{
+    return c->req ? net_request_peer(c->req) : NULL;
+}
+
+struct uv_loop_s *
+gw_ctx_loop(const gw_ctx *c)
+{
+    return c->w->loop;
+}
+
+int
+gw_ctx_remove_upstream_header(gw_ctx *c, const char *name, bool prefix)
+{
+    if (name == NULL || !is_token(name) || c->rm_num >= 256 || c->finished || c->attempts) {
+        return DBAO_EINVAL;
+    }
+    size_t nl = strlen(name);
+    if (buf_put(&c->rm, &c->rm_len, &c->rm_cap, prefix ? "P" : "E", 1) ||
+        buf_put(&c->rm, &c->rm_len, &c->rm_cap, name, nl + 1)) {
+        return DBAO_ENOMEM;
+    }
+    c->rm_num++;
+    return 0;
+}
+
+int
+gw_ctx_read_body(gw_ctx *c,
+                 void (*done)(gw_ctx *ctx, int status, const uint8_t *body, size_t len, void *arg),
+                 void *arg)
+{
+    if (done == NULL || !c->in_request || c->rb_on || c->body_started || c->attempts ||
+        c->finished || c->resp_started) {
+        return DBAO_EINVAL;
+    }
+    c->rb_on = true;
+    c->rb_cb = done;
+    c->rb_arg = arg;
+    c->rb_len = 0;
+    if (!c->has_body) {
+        rb_finish(c, 0); /* delivered when on_request returns GW_ASYNC */
+        return 0;
+    }
+    c->body_started = true;
+    int rc = net_request_read_body(c->req, &body_cbs, c);
+    if (rc != 0) {
+        c->rb_on = false;
+        c->body_started = false;
+        return rc;
+    }
+    return 0;
 }

@@ -29,6 +29,73 @@ gw__now_ms(void)
     return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
 }
 
+/* ---- circuit breakers ---- */
+
+/* on_breaker_change runs on whichever worker thread caused the change (no lock held) */
+static void
+on_breaker_change(void *arg, const char *name, const zt_breaker_event *ev)
+{
+    gw_breaker *b = arg;
+    gw_metrics_breaker(b->srv->metrics, b->slot, (int) ev->to, true);
+    if (b->srv->o.on_breaker) {
+        b->srv->o.on_breaker(b->srv->o.breaker_arg, name, (int) ev->from, (int) ev->to);
+    }
+}
+
+static void
+breaker_release(gw_breaker *b)
+{
+    if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
+        zt_breaker_free(b->zb);
+        dbao_free(b);
+    }
+}
+
+static int
+breaker_new(gw_breaker **out, gw_server *s, const gw_cluster *cl, int slot, dbao_err *err)
+{
+    gw_breaker *b = dbao_calloc(1, sizeof *b);
+    if (b == NULL) {
+        return DBAO_ENOMEM;
+    }
+    atomic_init(&b->refs, 1);
+    b->srv = s;
+    b->slot = slot;
+    b->conf = cl->breaker;
+    zt_breaker_opts o = {
+        .window_ms = cl->breaker.window_ms,
+        .buckets = cl->breaker.buckets,
+        .min_requests = cl->breaker.min_requests,
+        .error_permille = cl->breaker.error_permille,
+        .slow_permille = cl->breaker.slow_permille,
+        .slow_ms = cl->breaker.slow_ms,
+        .open_ms = cl->breaker.open_ms,
+        .probes = cl->breaker.probes,
+        .successes = cl->breaker.successes,
+        .on_change = on_breaker_change,
+        .cb_arg = b,
+    };
+    dbao_err e2 = {0};
+    int rc = zt_breaker_new(&b->zb, cl->name, &o, &e2);
+    if (rc != 0) {
+        dbao_err_set(err, rc, "cluster '%s': breaker: %s", cl->name, e2.msg);
+        dbao_free(b);
+        return rc;
+    }
+    gw_metrics_breaker(s->metrics, slot, ZT_CIRCUIT_CLOSED, false);
+    *out = b;
+    return 0;
+}
+
+static bool
+breaker_conf_equal(const gw_breaker_conf *a, const gw_breaker_conf *b)
+{
+    return a->enabled == b->enabled && a->window_ms == b->window_ms && a->buckets == b->buckets &&
+           a->min_requests == b->min_requests && a->error_permille == b->error_permille &&
+           a->slow_permille == b->slow_permille && a->slow_ms == b->slow_ms &&
+           a->open_ms == b->open_ms && a->probes == b->probes && a->successes == b->successes;
+}
+
 /* ---- generations ---- */
 
 static void
@@ -42,6 +109,12 @@ gen_free(gw_gen *g)
             gw_cluster_state_free(g->cs[i]);
         }
     }
+    if (g->br) {
+        for (size_t i = 0; i < g->cfg->num_clusters; i++) {
+            breaker_release(g->br[i]);
+        }
+    }
+    dbao_free(g->br);
     dbao_free(g->cs);
     dbao_free(g->ep_base);
     dbao_free(g->route_slot);
@@ -65,7 +138,8 @@ gen_new(gw_gen **out, gw_server *s, gw_config *cfg, const gw_gen *prev, dbao_err
     g->ep_base = dbao_calloc(nc ? nc : 1, sizeof *g->ep_base);
     g->cluster_slot = dbao_calloc(nc ? nc : 1, sizeof *g->cluster_slot);
     g->route_slot = dbao_calloc(nr ? nr : 1, sizeof *g->route_slot);
-    if (!g->cs || !g->ep_base || !g->cluster_slot || !g->route_slot) {
+    g->br = dbao_calloc(nc ? nc : 1, sizeof *g->br);
+    if (!g->cs || !g->ep_base || !g->cluster_slot || !g->route_slot || !g->br) {
         gen_free(g);
         return DBAO_ENOMEM;
     }
@@ -80,6 +154,25 @@ gen_new(gw_gen **out, gw_server *s, gw_config *cfg, const gw_gen *prev, dbao_err
         g->num_eps += cfg->clusters[i].num_endpoints;
         int slot = gw_metrics_cluster_slot(s->metrics, cfg->clusters[i].name);
         g->cluster_slot[i] = slot < 0 ? 0 : slot;
+        if (cfg->clusters[i].breaker.enabled) {
+            /* carry the breaker over when the cluster keeps its name and breaker options */
+            for (size_t j = 0; prev && j < prev->cfg->num_clusters; j++) {
+                gw_breaker *pb = prev->br ? prev->br[j] : NULL;
+                if (pb && strcmp(prev->cfg->clusters[j].name, cfg->clusters[i].name) == 0 &&
+                    breaker_conf_equal(&pb->conf, &cfg->clusters[i].breaker)) {
+                    atomic_fetch_add_explicit(&pb->refs, 1, memory_order_relaxed);
+                    g->br[i] = pb;
+                    break;
+                }
+            }
+            if (g->br[i] == NULL) {
+                rc = breaker_new(&g->br[i], s, &cfg->clusters[i], g->cluster_slot[i], err);
+                if (rc != 0) {
+                    gen_free(g);
+                    return rc;
+                }
+            }
+        }
         /* carry the health verdicts over from the previous generation */
         if (prev) {
             for (size_t j = 0; j < prev->cfg->num_clusters; j++) {
@@ -144,6 +237,36 @@ on_tick(uv_timer_t *t)
     }
 }
 
+/* The steps' own per-worker handles: created before the first request, closed once the
+ * worker is stopping and its last request was logged (a step may still need its handles to
+ * finish a request that is draining). */
+static void
+worker_steps_start(gw_worker *w)
+{
+    gw_server *s = w->srv;
+    for (size_t i = 0; i < s->num_steps; i++) {
+        if (s->steps[i].on_worker_start) {
+            s->steps[i].on_worker_start(w->index, w->loop, s->steps[i].arg);
+        }
+    }
+    w->steps_started = true;
+}
+
+void
+gw__worker_steps_stop(gw_worker *w)
+{
+    if (!w->steps_started || w->steps_stopped) {
+        return;
+    }
+    w->steps_stopped = true;
+    gw_server *s = w->srv;
+    for (size_t i = 0; i < s->num_steps; i++) {
+        if (s->steps[i].on_worker_stop) {
+            s->steps[i].on_worker_stop(w->index, w->loop, s->steps[i].arg);
+        }
+    }
+}
+
 void
 gw__worker_start(net_worker *nw, void *arg)
 {
@@ -153,6 +276,7 @@ gw__worker_start(net_worker *nw, void *arg)
     w->loop = net_worker_loop(nw);
     net_worker_set_data(nw, w);
     gw__worker_refresh(w);
+    worker_steps_start(w);
     if (uv_timer_init(w->loop, &w->tick) == 0) {
         w->tick.data = w;
         w->tick_open = true;
@@ -175,6 +299,9 @@ gw__worker_stop(net_worker *nw, void *arg)
         w->tick_open = false;
     }
     gw__worker_close_pools(w);
+    if (w->live == 0) {
+        gw__worker_steps_stop(w);
+    }
     if (w->srv->alog) {
         gw_accesslog_flush(w->srv->alog, w->index);
     }
@@ -759,6 +886,7 @@ gw_server_free(gw_server *s)
     }
     for (unsigned i = 0; i < s->num_workers && s->workers; i++) {
         gw__ctx_free_list(&s->workers[i]);
+        gw__worker_cache_free(&s->workers[i]);
     }
     if (s->alog) {
         for (unsigned i = 0; i < s->num_workers; i++) {
@@ -787,4 +915,10 @@ uint16_t
 gw_server_admin_port(const gw_server *s)
 {
     return s->admin ? net_server_port(s->admin) : 0;
+}
+
+unsigned
+gw_server_num_workers(const gw_server *s)
+{
+    return s->num_workers;
 }

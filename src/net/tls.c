@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include "internal.h"
@@ -98,9 +99,19 @@ net__tls_peer(SSL *ssl, net_peer *peer)
     peer->tls_version = SSL_get_version(ssl);
     peer->cert_verified = false;
     peer->cert_cn[0] = '\0';
+    peer->has_cert_sha256 = false;
+    memset(peer->cert_sha256, 0, sizeof peer->cert_sha256);
     X509 *cert = SSL_get0_peer_certificate(ssl);
     if (cert == NULL || SSL_get_verify_result(ssl) != X509_V_OK) {
         return;
+    }
+    /* RFC 8705 x5t#S256: SHA-256 over the certificate's DER, whatever its subject says */
+    unsigned int mdlen = 0;
+    if (X509_digest(cert, EVP_sha256(), peer->cert_sha256, &mdlen) == 1 &&
+        mdlen == sizeof peer->cert_sha256) {
+        peer->has_cert_sha256 = true;
+    } else {
+        memset(peer->cert_sha256, 0, sizeof peer->cert_sha256);
     }
     X509_NAME *name = X509_get_subject_name(cert);
     int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);

@@ -18,7 +18,8 @@
  *      compared in constant time;
  *   5. only then the payload: JSON object, no duplicate keys, claim types checked (exp, nbf,
  *      iat integers; iss, sub, jti strings; aud string or array of strings; roles array of
- *      strings; scope string; cnf object), then time and audience rules.
+ *      strings; scope string; cnf object: sm3, jwk, x5t#S256 as RFC 8705 has it for mTLS
+ *      binding), then time and audience rules.
  *
  * Decoded segments live on the stack (at most ZT_JWT_MAX_LEN_LIMIT bytes of token), so the
  * only allocations are jansson's and, for ES256/RS256, OpenSSL's EVP context.
@@ -440,7 +441,7 @@ read_roles(zt_claims *c, json_t *roles, json_t *scope, dbao_err *err)
 static int
 read_cnf(zt_claims *c, json_t *cnf, dbao_err *err)
 {
-    json_t *sm3, *jwk;
+    json_t *sm3, *jwk, *x5t;
     size_t n;
 
     if (cnf == NULL) {
@@ -451,6 +452,18 @@ read_cnf(zt_claims *c, json_t *cnf, dbao_err *err)
     }
     sm3 = json_object_get(cnf, "sm3");
     jwk = json_object_get(cnf, "jwk");
+    x5t = json_object_get(cnf, "x5t#S256");
+    if (x5t != NULL) {
+        /* RFC 8705 3.1: base64url (no padding) of the SHA-256 of the certificate's DER. A
+         * binding that is not exactly 32 bytes makes the whole token invalid, never ignored. */
+        if (!json_is_string(x5t) ||
+            zt_b64url_decode(c->cnf_x5t, sizeof(c->cnf_x5t), &n, json_string_value(x5t),
+                             json_string_length(x5t)) != 0 ||
+            n != sizeof(c->cnf_x5t)) {
+            return dbao_err_set(err, DBAO_EFORMAT, "cnf.x5t#S256 is not base64url of 32 bytes");
+        }
+        c->has_cnf_x5t = true;
+    }
     if (sm3 != NULL) {
         if (!json_is_string(sm3) ||
             zt_b64url_decode(c->cnf_sm3, sizeof(c->cnf_sm3), &n, json_string_value(sm3),
@@ -837,11 +850,19 @@ zt_claims_to_json(char **out, size_t *out_len, const zt_claims *c, dbao_err *err
         }
         bad |= json_object_set_new(o, "roles", a);
     }
-    if (c->has_cnf) {
+    if (c->has_cnf || c->has_cnf_x5t) {
         char b64[ZT_SM3_B64_LEN + 1];
+        json_t *cnf = json_object();
 
-        zt_b64url_encode(b64, c->cnf_sm3, sizeof(c->cnf_sm3));
-        bad |= json_object_set_new(o, "cnf", json_pack("{s:s}", "sm3", b64));
+        if (c->has_cnf) {
+            zt_b64url_encode(b64, c->cnf_sm3, sizeof(c->cnf_sm3));
+            bad |= json_object_set_new(cnf, "sm3", json_string(b64));
+        }
+        if (c->has_cnf_x5t) {
+            zt_b64url_encode(b64, c->cnf_x5t, sizeof(c->cnf_x5t));
+            bad |= json_object_set_new(cnf, "x5t#S256", json_string(b64));
+        }
+        bad |= json_object_set_new(o, "cnf", cnf);
     }
     if (!bad) {
         s = json_dumps(o, JSON_COMPACT);

@@ -790,6 +790,62 @@ test_cnf(void **state)
     t = mint("{\"alg\":\"SM2\"}", payload, S_SM2);
     assert_int_not_equal(verify(t, &c, &o), 0);
     free(t);
+    /* cnf x5t#S256 (RFC 8705): the mTLS binding, 32 bytes of base64url, else the token fails. */
+    {
+        uint8_t x5t[32];
+        char x5tb[44], *json = NULL;
+        zt_claims in, out;
+        zt_jwt_opts o2 = opts_default();
+
+        for (size_t i = 0; i < 32; i++) {
+            x5t[i] = (uint8_t) (0xa0 + i);
+        }
+        b64(x5tb, x5t, 32);
+        snprintf(payload, sizeof(payload),
+                 "{\"iss\":\"https://idp.example\",\"aud\":\"api\",\"exp\":1800009000,"
+                 "\"cnf\":{\"x5t#S256\":\"%s\"}}",
+                 x5tb);
+        t = mint("{\"alg\":\"SM2\"}", payload, S_SM2);
+        assert_int_equal(verify(t, &c, &o2), 0);
+        assert_true(c.has_cnf_x5t && !c.has_cnf && !c.has_cnf_pub);
+        assert_memory_equal(c.cnf_x5t, x5t, 32);
+        /* an x5t binding alone is not a device key binding */
+        assert_int_equal(verify(t, &c, &o), DBAO_EVERIFY);
+        free(t);
+        /* 31 bytes, a number, padding: all invalid */
+        b64(x5tb, x5t, 31);
+        snprintf(payload, sizeof(payload),
+                 "{\"aud\":\"api\",\"iss\":\"https://idp.example\",\"exp\":1800009000,"
+                 "\"cnf\":{\"x5t#S256\":\"%s\"}}",
+                 x5tb);
+        t = mint("{\"alg\":\"SM2\"}", payload, S_SM2);
+        assert_int_equal(verify(t, &c, &o2), DBAO_EFORMAT);
+        assert_false(c.has_cnf_x5t);
+        free(t);
+        t = mint("{\"alg\":\"SM2\"}",
+                 "{\"aud\":\"api\",\"iss\":\"https://idp.example\",\"exp\":1800009000,"
+                 "\"cnf\":{\"x5t#S256\":7}}",
+                 S_SM2);
+        assert_int_equal(verify(t, &c, &o2), DBAO_EFORMAT);
+        free(t);
+        /* zt_claims_to_json writes it back */
+        memset(&in, 0, sizeof(in));
+        snprintf(in.sub, sizeof(in.sub), "dev");
+        snprintf(in.iss, sizeof(in.iss), "https://idp.example");
+        snprintf(in.aud, sizeof(in.aud), "api");
+        in.has_exp = true;
+        in.exp = 1800009000;
+        in.has_cnf_x5t = true;
+        memcpy(in.cnf_x5t, x5t, 32);
+        assert_int_equal(zt_claims_to_json(&json, NULL, &in, NULL), 0);
+        assert_non_null(strstr(json, "\"x5t#S256\""));
+        t = mint("{\"alg\":\"SM2\"}", json, S_SM2);
+        dbao_free(json);
+        assert_int_equal(verify(t, &out, &o2), 0);
+        assert_true(out.has_cnf_x5t);
+        assert_memory_equal(out.cnf_x5t, x5t, 32);
+        free(t);
+    }
 }
 
 static void
