@@ -24,3 +24,9 @@ if [ "${MASKPROXY_BENCH:-1}" != 0 ]; then
   echo "== maskproxy: dengbao maskproxy vs direct PostgreSQL 15 (bench/maskproxy/run.sh)"
   "$(dirname "$0")/../bench/maskproxy/run.sh" "$build/dengbao"
 fi
+# The zero-trust gateway against nginx: (a) HS256 + RBAC + limits + audit, (b) SM2 token mode,
+# (c) per-request SM2 signatures, (d) JSON masking of 4 KiB bodies. GATEWAY_ZT_BENCH=0 skips it.
+if [ "${GATEWAY_ZT_BENCH:-1}" != 0 ]; then
+  echo "== gateway_zt: the zero-trust gateway vs nginx (bench/gateway_zt/run.sh)"
+  "$(dirname "$0")/../bench/gateway_zt/run.sh" "$build/dengbao"
+fi
