@@ -123,6 +123,12 @@ typedef struct etcd_watch_opts {
  * they go to on_error and the watch retries. */
 int etcd_watch(etcd *h, const char *key, const etcd_watch_opts *opts, dbao_err *err);
 
+/* etcd__watch_feed (for the fuzz target): runs the watch stream parser over `len` bytes cut
+ * into two deliveries at `cut`, as curl would hand them over, reporting events to `opts`
+ * (on_event only). Returns the number of events delivered, or a negative code when the
+ * stream was refused (malformed message, over the size limit). */
+int etcd__watch_feed(const uint8_t *data, size_t len, size_t cut, const etcd_watch_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif

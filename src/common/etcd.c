@@ -754,6 +754,39 @@ watch_write(char *p, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+typedef struct feed_count {
+    const etcd_watch_opts *o;
+    int n;
+} feed_count;
+
+static int
+feed_event(void *arg, const etcd_event *ev)
+{
+    feed_count *fc = arg;
+    fc->n++;
+    return fc->o->on_event ? fc->o->on_event(fc->o->arg, ev) : 0;
+}
+
+int
+etcd__watch_feed(const uint8_t *data, size_t len, size_t cut, const etcd_watch_opts *opts)
+{
+    feed_count fc = {.o = opts};
+    etcd_watch_opts o = {.on_event = feed_event, .arg = &fc};
+    watch_ctx w = {.key = "/fuzz", .o = &o, .present = -1};
+    dbao_buf_init(&w.line);
+    if (cut > len) {
+        cut = len;
+    }
+    int rc = 0;
+    if (watch_write((char *) data, 1, cut, &w) != cut ||
+        watch_write((char *) data + cut, 1, len - cut, &w) != len - cut) {
+        /* the stream ended: an error, the callback, or a compaction notice (not an error) */
+        rc = w.fail != 0 ? w.fail : (w.user_rc != 0 ? w.user_rc : 0);
+    }
+    dbao_buf_free(&w.line);
+    return rc != 0 ? rc : fc.n;
+}
+
 static bool
 stopped(const watch_ctx *w)
 {
