@@ -428,7 +428,22 @@ wgen_retire(gw_worker *w, gw_wgen *wg)
 static void
 wgen_maybe_free(gw_worker *w, gw_wgen *wg)
 {
-    if (!wg->retired || wg->inflight || wg->pools_open) {
+    if (!wg->retired || wg->inflight) {
+        return;
+    }
+    /* A request already running on the generation when it was retired (parked by a step,
+     * GW_ASYNC, and resumed later) may have opened a pool since (pool_for): close those too,
+     * or their idle connections keep the worker's loop, and so the stop, alive until the
+     * pool's idle timeout. */
+    for (size_t i = 0; i < wg->gen->num_eps; i++) {
+        if (wg->pools[i]) {
+            net_pool *p = wg->pools[i];
+            wg->pools[i] = NULL;
+            wg->pools_open++;
+            net_pool_close(p, on_pool_closed, wg);
+        }
+    }
+    if (wg->pools_open) {
         return;
     }
     for (gw_wgen **pp = &w->retired; *pp; pp = &(*pp)->next) {

@@ -25,7 +25,10 @@
 # gateway.access record (found by the attack's own W3C trace id) with action deny and that
 # code; device-signature failures also a gateway.alert. A second gateway whose audit log fails
 # (DENGBAO_AUDIT_FAULT=eio-sync, the audit library's fault layer) must answer 503 on a durable
-# route and never forward a request it could not record.
+# route and never forward a request it could not record. A third gateway (one worker, durable
+# audit) gets SIGHUPs under load from 8 keep-alive clients and must then stop within 8 s (a
+# pool opened on a retired generation by a request parked at the reload used to hold the stop
+# for the upstream idle timeout, 60 s).
 #
 # Prints PASS/FAIL per check and "gateway_zt: N passed, M failed"; exit 1 if any check failed,
 # 2 if it cannot run (missing node modules, node, curl, openssl).
@@ -40,15 +43,16 @@ T=$(mktemp -d /tmp/gwzt.XXXXXX)
 PIDS=()
 GW_PID=
 GW2_PID=
+GW3_PID=
 PASS=0
 FAIL=0
 
 cleanup() {
   local p
-  for p in $GW_PID $GW2_PID "${PIDS[@]}"; do
+  for p in $GW_PID $GW2_PID $GW3_PID "${PIDS[@]}"; do
     kill -TERM "$p" 2>/dev/null
   done
-  for p in $GW_PID $GW2_PID "${PIDS[@]}"; do
+  for p in $GW_PID $GW2_PID $GW3_PID "${PIDS[@]}"; do
     wait "$p" 2>/dev/null
   done
   if [ -n "${KEEP:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
@@ -58,7 +62,7 @@ exec </dev/null
 
 die() { # cannot run at all
   echo "gateway_zt: FAIL: $*" >&2
-  for f in "$T/gw.err" "$T/gw2.err"; do
+  for f in "$T/gw.err" "$T/gw2.err" "$T/gw3.err"; do
     [ -f "$f" ] && { echo "--- $(basename "$f") (last 30 lines):" >&2; tail -30 "$f" >&2; }
   done
   exit 2
@@ -742,9 +746,68 @@ kill -TERM "$GW2_PID" 2>/dev/null
 wait "$GW2_PID" 2>/dev/null
 GW2_PID=
 
-check "no sanitizer report (ASan/UBSan builds) from either gateway"
-if grep -qE 'Sanitizer|runtime error' gw.err gw2.err; then
-  bad "sanitizer report: $(grep -hE -m3 'Sanitizer|runtime error' gw.err gw2.err)"
+# ---- 13. stop after a SIGHUP under load ----------------------------------------------------------------------
+# A request parked by its durable audit record (GW_ASYNC) while its worker switched to the
+# reloaded generation resumes on the retired one and opens a pool there; that pool must be
+# closed once the generation's last request ends, or its idle upstream connection keeps the
+# worker's loop alive until the pool's idle timeout (60 s) and the stop waits for it. One
+# worker, 8 keep-alive clients and 16 reloads make such a request all but certain.
+check "a stop after SIGHUPs under load (durable audit) does not wait for upstream idle timeouts"
+"$BIN" audit init --dir audit3 --origin gwzt.test/gateway3 >/dev/null 2>&1 || die "audit init (3)"
+GP3=$("$SVC" freeport)
+cat >gw3.yaml <<EOF
+workers: 1
+listeners: [{listen: "127.0.0.1:$GP3"}]
+security:
+  identity: {jwt: {hs256_secret_file: keys/jwt.secret, hs256_kid: k1}}
+  identity_header: {key_file: keys/identity.key}
+  rbac: {file: policy.yaml}
+  rate_limits: {client_ip: {rate: 100000, period: 1s, burst: 100000}}
+  audit: {dir: audit3, mode: durable}
+clusters: [{name: api, endpoints: ["127.0.0.1:$U1"], keepalive: 64, retries: 0}]
+routes: [{name: v1, prefix: /v1/, cluster: api}]
+EOF
+"$BIN" gateway --config gw3.yaml 2>gw3.err &
+GW3_PID=$!
+wait_gw gw3.err "$GW3_PID" 1
+before=$(upcount)
+LOAD=()
+for _ in 1 2 3 4 5 6 7 8; do # each: one kept-alive connection, sequential requests until killed
+  curl -s -o /dev/null --max-time 20 -H "$(auth "$DOC")" \
+    "http://127.0.0.1:$GP3/v1/patients/[1-1000000]" >/dev/null 2>&1 &
+  LOAD+=($!)
+done
+for _ in $(seq 1 16); do # each reload is a chance for a request parked across it
+  sleep 0.1
+  kill -HUP "$GW3_PID"
+done
+sleep 0.3
+for p in "${LOAD[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for p in "${LOAD[@]}"; do wait "$p" 2>/dev/null; done
+n=$(($(upcount) - before))
+[ "$n" -ge 50 ] && ok "load through the reloading gateway ($n requests at the upstream)" ||
+  bad "the load did not get through ($n requests at the upstream)"
+t0=$(date +%s%N)
+kill -TERM "$GW3_PID"
+for _ in $(seq 1 80); do
+  kill -0 "$GW3_PID" 2>/dev/null || break
+  sleep 0.1
+done
+ms=$((($(date +%s%N) - t0) / 1000000))
+if kill -0 "$GW3_PID" 2>/dev/null; then
+  bad "gateway 3 still runs ${ms} ms after SIGTERM with no client (an idle pool of a retired generation?)"
+  kill -KILL "$GW3_PID" 2>/dev/null
+  wait "$GW3_PID" 2>/dev/null
+else
+  wait "$GW3_PID"
+  rc=$?
+  [ "$rc" = 0 ] && ok "stopped in ${ms} ms after SIGHUPs under load" || bad "gateway 3 exit status $rc"
+fi
+GW3_PID=
+
+check "no sanitizer report (ASan/UBSan builds) from any gateway"
+if grep -qE 'Sanitizer|runtime error' gw.err gw2.err gw3.err; then
+  bad "sanitizer report: $(grep -hE -m3 'Sanitizer|runtime error' gw.err gw2.err gw3.err)"
 else ok "no sanitizer report"; fi
 
 echo "gateway_zt: $PASS passed, $FAIL failed"
