@@ -230,8 +230,8 @@ security:
       audience: [api]
     devices:
       keys_dir: devices/
-      request_window: 60s
-      nonce_cache: 2097152
+      request_window: 30s
+      nonce_cache: 4194304
   identity_header:
     key_file: keys/identity.key
   rbac:
