@@ -498,6 +498,8 @@ cmd_gateway(int argc, char **argv)
         }
         so.on_breaker = gw_zt_on_breaker;
         so.breaker_arg = zb.zt;
+        so.metrics_extra = gw_zt_metrics;
+        so.metrics_arg = zb.zt;
     }
     rc = gw_server_new(&srv, cfg, &so, &err);
     if (rc == 0) {

@@ -437,6 +437,10 @@ typedef struct gw_server_opts {
      * worker thread, without locks held (may be NULL) */
     void (*on_breaker)(void *arg, const char *cluster, int from, int to);
     void *breaker_arg;
+    /* more lines for /metrics (Prometheus text, with # HELP and # TYPE), appended to `out`;
+     * called on the admin thread for each scrape (may be NULL). 0 or DBAO_ENOMEM. */
+    int (*metrics_extra)(void *arg, dbao_buf *out);
+    void *metrics_arg;
 } gw_server_opts;
 
 /* gw_server_new takes ownership of cfg (also on failure), binds every listener and the admin

@@ -363,6 +363,20 @@ admin_handler(net_request *req, void *arg)
         char *extra = NULL, *text = NULL;
         size_t len = 0;
         health_lines(s, &extra);
+        if (s->o.metrics_extra != NULL) {
+            dbao_buf more;
+            dbao_buf_init(&more);
+            if ((extra != NULL && dbao_buf_put(&more, extra, strlen(extra)) != 0) ||
+                s->o.metrics_extra(s->o.metrics_arg, &more) != 0 ||
+                dbao_buf_putc(&more, '\0') != 0) {
+                dbao_buf_free(&more);
+                dbao_free(extra);
+                net_request_respond(req, 500, "text/plain", "out of memory\n", 14);
+                return;
+            }
+            dbao_free(extra);
+            extra = dbao_buf_take(&more, NULL);
+        }
         if (gw_metrics_render(s->metrics, extra, &text, &len) != 0) {
             dbao_free(extra);
             net_request_respond(req, 500, "text/plain", "out of memory\n", 14);

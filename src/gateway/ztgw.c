@@ -2434,3 +2434,45 @@ gw_zt_get_stats(const gw_zt *z, gw_zt_stats *o)
     o->jwks_fetch_failures = atomic_load_explicit(&m->st_fetch_fail, memory_order_relaxed);
     o->reloads_failed = atomic_load_explicit(&m->st_reload_fail, memory_order_relaxed);
 }
+
+int
+gw_zt_metrics(void *arg, dbao_buf *out)
+{
+    gw_zt_stats st;
+    gw_zt_get_stats(arg, &st);
+    const struct {
+        const char *label;
+        uint64_t v;
+    } dec[] = {{"allow", st.allowed},
+               {"deny_401", st.denied_401},
+               {"deny_403", st.denied_403},
+               {"deny_429", st.denied_429},
+               {"refuse_503", st.refused_503}};
+    int rc = dbao_buf_printf(out, "# HELP dengbao_gateway_zt_decisions_total Zero-trust decisions "
+                                  "by outcome.\n# TYPE dengbao_gateway_zt_decisions_total "
+                                  "counter\n");
+    for (size_t i = 0; rc == 0 && i < sizeof dec / sizeof dec[0]; i++) {
+        rc = dbao_buf_printf(out, "dengbao_gateway_zt_decisions_total{result=\"%s\"} %" PRIu64 "\n",
+                             dec[i].label, dec[i].v);
+    }
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } c[] = {
+        {"dengbao_gateway_zt_audit_records_total", "Audit records written.", st.audit_records},
+        {"dengbao_gateway_zt_audit_failures_total", "Audit records the log could not take.",
+         st.audit_failures},
+        {"dengbao_gateway_zt_audit_queue_full_total", "Requests refused: async audit queue full.",
+         st.audit_queue_full},
+        {"dengbao_gateway_zt_jwks_fetches_total", "JWKS URL fetches.", st.jwks_fetches},
+        {"dengbao_gateway_zt_jwks_fetch_failures_total", "JWKS URL fetches that failed.",
+         st.jwks_fetch_failures},
+        {"dengbao_gateway_zt_reload_failures_total", "Reloads of keys or policy refused.",
+         st.reloads_failed},
+    };
+    for (size_t i = 0; rc == 0 && i < sizeof c / sizeof c[0]; i++) {
+        rc = dbao_buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", c[i].name,
+                             c[i].help, c[i].name, c[i].name, c[i].v);
+    }
+    return rc == 0 ? 0 : DBAO_ENOMEM;
+}

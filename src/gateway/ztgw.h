@@ -85,6 +85,11 @@ typedef struct gw_zt_stats {
     uint64_t jwks_fetches, jwks_fetch_failures, reloads_failed;
 } gw_zt_stats;
 void gw_zt_get_stats(const gw_zt *z, gw_zt_stats *out);
+/* gw_zt_metrics appends the counters as Prometheus text (gw_server_opts.metrics_extra; arg is
+ * the gw_zt): dengbao_gateway_zt_decisions_total{result}, ..._audit_records_total,
+ * ..._audit_failures_total, ..._audit_queue_full_total, ..._jwks_fetches_total,
+ * ..._jwks_fetch_failures_total, ..._reload_failures_total. */
+int gw_zt_metrics(void *arg, dbao_buf *out);
 
 /* ---- X-Auth-Identity ----
  *

@@ -652,6 +652,14 @@ attack "clerk still denied /v1/records after the bad policy" 403 -H "$(auth "$CL
 grep -qiE 'policy|rbac' gw.err && ok "stderr reports the refused policy" || bad "nothing on stderr about the refused policy file"
 cp policy.good policy.yaml
 kill -0 "$GW_PID" 2>/dev/null && ok "the gateway survived the reloads" || bad "the gateway died"
+m=$(curl -s "http://127.0.0.1:$AP/metrics")
+if grep -Eq '^dengbao_gateway_zt_decisions_total\{result="deny_401"\} [1-9]' <<<"$m" &&
+  grep -Eq '^dengbao_gateway_zt_decisions_total\{result="allow"\} [1-9]' <<<"$m" &&
+  grep -q '^# TYPE dengbao_gateway_zt_audit_failures_total counter' <<<"$m"; then
+  ok "zero-trust counters on /metrics"
+else
+  bad "zero-trust counters missing on /metrics: $(grep zt_ <<<"$m" | head -3)"
+fi
 
 # ---- 11. the audit trail ------------------------------------------------------------------------------------------
 check "the audit trail: one record per decision, found by trace id, verifiable, no secrets"

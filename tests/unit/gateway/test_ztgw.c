@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -893,6 +894,18 @@ test_audit_fails_closed(void **state)
     gw_zt_get_stats(zt, &st);
     assert_true(st.refused_503 >= 3);
     assert_true(st.audit_failures >= 1);
+    /* the same counters as /metrics text */
+    dbao_buf m;
+    dbao_buf_init(&m);
+    assert_int_equal(gw_zt_metrics(zt, &m), 0);
+    assert_int_equal(dbao_buf_putc(&m, '\0'), 0);
+    char want[96];
+    snprintf(want, sizeof want,
+             "dengbao_gateway_zt_decisions_total{result=\"refuse_503\"} %" PRIu64 "\n",
+             st.refused_503);
+    assert_non_null(strstr(m.data, want));
+    assert_non_null(strstr(m.data, "# TYPE dengbao_gateway_zt_audit_failures_total counter\n"));
+    dbao_buf_free(&m);
 }
 
 int
