@@ -461,7 +461,8 @@ gw__zt_identity_verify(gw_zt_identity *out, const uint8_t *key, size_t key_len, 
         return dbao_err_set(err, DBAO_EFORMAT, "identity header: bad device");
     }
     p = v + 1;
-    if (v == sig || (v = field(&p, sig, "iat=")) == NULL || v == p || v - p > 19) {
+    /* at most 18 digits: the value cannot overflow int64 */
+    if (v == sig || (v = field(&p, sig, "iat=")) == NULL || v == p || v - p > 18) {
         return dbao_err_set(err, DBAO_EFORMAT, "identity header: bad iat");
     }
     int64_t iat = 0;
