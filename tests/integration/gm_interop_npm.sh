@@ -254,9 +254,23 @@ BIGPT=$(randhex 1000)
 js encrypt "$JS_P" "$BIGPT" 1
 expect_out "sm-crypto 1000-byte ciphertext decrypts with dengbao" "$BIGPT" \
     "$BIN" gm decrypt --key-hex "$JS_D" --format c1c3c2 --ct-hex "04$OUT"
-js encrypt "$JS_P" 00 1
+# A 1-byte message: sm-crypto does not apply GB/T 32918.4's rule "if the key stream t is all
+# zero, choose another k", so one of its 1-byte ciphertexts in 256 has t = 00, C2 equal to the
+# plaintext. dengbao refuses such a ciphertext on decryption, as the standard says; so draw until
+# t is not zero, and if an all-zero t turned up on the way, check that it is refused.
+ZERO_CT=
+for _ in $(seq 1 20); do
+    js encrypt "$JS_P" 00 1
+    [[ ${OUT:192:2} == 00 ]] || break
+    ZERO_CT=$OUT
+done
+ONE_CT=$OUT
 expect_out "sm-crypto 1-byte ciphertext decrypts with dengbao" 00 \
-    "$BIN" gm decrypt --key-hex "$JS_D" --format c1c3c2 --ct-hex "04$OUT"
+    "$BIN" gm decrypt --key-hex "$JS_D" --format c1c3c2 --ct-hex "04$ONE_CT"
+if [[ -n $ZERO_CT ]]; then
+    expect_rc "a ciphertext whose key stream is all zero is refused (GB/T 32918.4)" 1 \
+        "$BIN" gm decrypt --key-hex "$JS_D" --format c1c3c2 --ct-hex "04$ZERO_CT"
+fi
 
 # ---- SM2 encryption: dengbao -> sm-crypto ---------------------------------------------------------
 
