@@ -23,44 +23,20 @@
 #include <unistd.h>
 
 #include "dengbao/etcd.h"
+#include "testsvc.h"
 
-static char g_svc[1024];
-static char g_dir[256];
+static tu_svc g_svc;
 static int g_port;
 static char g_ep[64];
 
 static int
-run(const char *cmd, char *out, size_t cap)
-{
-    FILE *f = popen(cmd, "r");
-    if (f == NULL) {
-        return -1;
-    }
-    size_t n = out != NULL ? fread(out, 1, cap - 1, f) : 0;
-    if (out != NULL) {
-        out[n] = 0;
-    } else {
-        char sink[256];
-        while (fread(sink, 1, sizeof sink, f) > 0) {
-        }
-    }
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int
 etcd_start(void)
 {
-    char cmd[2048], out[64];
-    if (g_port > 0) {
-        snprintf(cmd, sizeof cmd, "bash '%s' start etcd '%s' %d", g_svc, g_dir, g_port);
-    } else {
-        snprintf(cmd, sizeof cmd, "bash '%s' start etcd '%s'", g_svc, g_dir);
-    }
-    if (run(cmd, out, sizeof out) != 0 || (g_port = atoi(out)) <= 0) {
-        fprintf(stderr, "cannot start etcd with %s\n", g_svc);
+    int port = tu_svc_start(&g_svc, "etcd", g_port);
+    if (port <= 0) {
         return -1;
     }
+    g_port = port;
     snprintf(g_ep, sizeof g_ep, "http://127.0.0.1:%d", g_port);
     return 0;
 }
@@ -68,27 +44,14 @@ etcd_start(void)
 static int
 etcd_stop(void)
 {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "bash '%s' stop '%s'", g_svc, g_dir);
-    return run(cmd, NULL, 0);
+    return tu_svc_stop(&g_svc);
 }
 
 static int
 group_setup(void **state)
 {
     (void) state;
-    const char *src = __FILE__, *env = getenv("DBAO_SOURCE_DIR");
-    const char *cut = strstr(src, "tests/unit/common/");
-    if (env != NULL) {
-        snprintf(g_svc, sizeof g_svc, "%s/scripts/services.sh", env);
-    } else if (cut != NULL) {
-        snprintf(g_svc, sizeof g_svc, "%.*sscripts/services.sh", (int) (cut - src), src);
-    } else {
-        fprintf(stderr, "cannot locate the source tree from %s\n", src);
-        return -1;
-    }
-    snprintf(g_dir, sizeof g_dir, "/tmp/etcd-test.XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
+    if (tu_svc_init(&g_svc, "etcd-test") != 0) {
         return -1;
     }
     return etcd_start();
@@ -98,12 +61,7 @@ static int
 group_teardown(void **state)
 {
     (void) state;
-    if (g_dir[0] == 0) {
-        return 0;
-    }
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "bash '%s' stop '%s' && rm -rf '%s'", g_svc, g_dir, g_dir);
-    return run(cmd, NULL, 0) == 0 ? 0 : -1;
+    return tu_svc_cleanup(&g_svc);
 }
 
 static uint64_t
@@ -185,10 +143,10 @@ static void
 test_errors_and_failover(void **state)
 {
     (void) state;
-    char cmd[1200], out[32], dead[64];
-    snprintf(cmd, sizeof cmd, "bash '%s' freeport", g_svc);
-    assert_int_equal(run(cmd, out, sizeof out), 0);
-    snprintf(dead, sizeof dead, "127.0.0.1:%d", atoi(out));
+    char dead[64];
+    int deadport = tu_svc_freeport(&g_svc);
+    assert_true(deadport > 0);
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", deadport);
 
     dbao_err e = {0};
     etcd *h = NULL;
@@ -436,10 +394,10 @@ test_watch_stop_while_down(void **state)
 {
     (void) state;
     /* A watch on a dead endpoint retries until told to stop, and stops promptly. */
-    char cmd[1200], out[32], dead[64];
-    snprintf(cmd, sizeof cmd, "bash '%s' freeport", g_svc);
-    assert_int_equal(run(cmd, out, sizeof out), 0);
-    snprintf(dead, sizeof dead, "127.0.0.1:%d", atoi(out));
+    char dead[64];
+    int deadport = tu_svc_freeport(&g_svc);
+    assert_true(deadport > 0);
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", deadport);
     const char *eps[] = {dead};
     etcd *h = NULL;
     assert_int_equal(etcd_new(&h, eps, 1, 500, NULL), 0);

@@ -24,12 +24,14 @@
 #include <unistd.h>
 
 #include "sql_internal.h"
+#include "testsvc.h"
 
 #define MARKER                                                                                     \
     "\x1f"                                                                                         \
     "Zq9"
 
-static char g_dir[256], g_svc[1024], g_ci[512];
+static tu_svc g_svc;
+static char g_ci[512];
 static int g_pgport;
 
 static const char POLICY[] =
@@ -63,45 +65,14 @@ static const char *const SETUP_SQL[] = {
 };
 
 static int
-run(const char *cmd, char *out, size_t cap)
-{
-    FILE *f = popen(cmd, "r");
-    if (f == NULL) {
-        return -1;
-    }
-    size_t n = out != NULL ? fread(out, 1, cap - 1, f) : 0;
-    if (out != NULL) {
-        out[n] = 0;
-    }
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int
 group_setup(void **state)
 {
     (void) state;
-    const char *src = __FILE__, *env = getenv("DBAO_SOURCE_DIR");
-    const char *cut = strstr(src, "tests/unit/mask/");
-    if (env != NULL) {
-        snprintf(g_svc, sizeof g_svc, "%s/scripts/services.sh", env);
-    } else if (cut != NULL) {
-        snprintf(g_svc, sizeof g_svc, "%.*sscripts/services.sh", (int) (cut - src), src);
-    } else {
-        fprintf(stderr, "cannot locate the source tree from %s\n", src);
+    if (tu_svc_init(&g_svc, "mcat-test") != 0 ||
+        (g_pgport = tu_svc_start(&g_svc, "postgres", 0)) <= 0) {
         return -1;
     }
-    strcpy(g_dir, "/tmp/mcat-test.XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        return -1;
-    }
-    char cmd[2048], out[256];
-    snprintf(cmd, sizeof cmd, "bash '%s' start postgres '%s'", g_svc, g_dir);
-    if (run(cmd, out, sizeof out) != 0 || (g_pgport = atoi(out)) <= 0) {
-        fprintf(stderr, "cannot start PostgreSQL with %s\n", g_svc);
-        return -1;
-    }
-    snprintf(g_ci, sizeof g_ci, "host=%s/postgres port=%d user=postgres dbname=postgres", g_dir,
+    snprintf(g_ci, sizeof g_ci, "host=%s/postgres port=%d user=postgres dbname=postgres", g_svc.dir,
              g_pgport);
     PGconn *c = PQconnectdb(g_ci);
     if (PQstatus(c) != CONNECTION_OK) {
@@ -126,12 +97,7 @@ static int
 group_teardown(void **state)
 {
     (void) state;
-    if (g_dir[0] == 0) {
-        return 0;
-    }
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "bash '%s' stop '%s' && rm -rf '%s'", g_svc, g_dir, g_dir);
-    return run(cmd, NULL, 0) == 0 ? 0 : -1;
+    return tu_svc_cleanup(&g_svc);
 }
 
 static const mcat_rel *

@@ -31,12 +31,12 @@
 #include <uv.h>
 
 #include "pgproxy.h"
+#include "testsvc.h"
 
 /* cmocka asserts must not run on the proxy's threads: hooks abort instead. */
 #define CHECK(x) ((x) ? (void) 0 : abort())
 
-static char g_dir[64];
-static char g_svc[1024];
+static tu_svc g_svc;
 static int g_pgport;
 static atomic_int g_closes;
 static atomic_int g_startups;
@@ -148,26 +148,11 @@ static const pgp_hooks g_hooks = {h_startup, h_query, h_server, h_close};
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-static int
-run(const char *cmd, char *out, size_t cap)
-{
-    FILE *f = popen(cmd, "r");
-    if (f == NULL) {
-        return -1;
-    }
-    size_t n = out != NULL ? fread(out, 1, cap - 1, f) : 0;
-    if (out != NULL) {
-        out[n] = 0;
-    }
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static PGconn *
 admin(void)
 {
     char ci[256];
-    snprintf(ci, sizeof ci, "host=%s/postgres port=%d user=postgres dbname=postgres", g_dir,
+    snprintf(ci, sizeof ci, "host=%s/postgres port=%d user=postgres dbname=postgres", g_svc.dir,
              g_pgport);
     return PQconnectdb(ci);
 }
@@ -190,25 +175,8 @@ static int
 group_setup(void **state)
 {
     (void) state;
-    /* the source tree: DBAO_SOURCE_DIR in the environment, else from this file's path */
-    const char *src = __FILE__, *env = getenv("DBAO_SOURCE_DIR");
-    const char *cut = strstr(src, "tests/unit/mask/");
-    if (env != NULL) {
-        snprintf(g_svc, sizeof g_svc, "%s/scripts/services.sh", env);
-    } else if (cut != NULL) {
-        snprintf(g_svc, sizeof g_svc, "%.*sscripts/services.sh", (int) (cut - src), src);
-    } else {
-        fprintf(stderr, "cannot locate the source tree from %s\n", src);
-        return -1;
-    }
-    strcpy(g_dir, "/tmp/pgp-test.XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        return -1;
-    }
-    char cmd[1200], out[256];
-    snprintf(cmd, sizeof cmd, "bash '%s' start postgres '%s'", g_svc, g_dir);
-    if (run(cmd, out, sizeof out) != 0 || (g_pgport = atoi(out)) <= 0) {
-        fprintf(stderr, "cannot start PostgreSQL with %s\n", g_svc);
+    if (tu_svc_init(&g_svc, "pgp-test") != 0 ||
+        (g_pgport = tu_svc_start(&g_svc, "postgres", 0)) <= 0) {
         return -1;
     }
     PGconn *c = admin();
@@ -231,12 +199,7 @@ static int
 group_teardown(void **state)
 {
     (void) state;
-    char cmd[1200];
-    if (g_dir[0] == 0) {
-        return 0;
-    }
-    snprintf(cmd, sizeof cmd, "bash '%s' stop '%s' && rm -rf '%s'", g_svc, g_dir, g_dir);
-    return run(cmd, NULL, 0) == 0 ? 0 : -1;
+    return tu_svc_cleanup(&g_svc);
 }
 
 static pgp_opts
@@ -356,7 +319,7 @@ test_auth(void **state)
     g_left = NULL;
     /* the server over its unix socket */
     char dir[128];
-    snprintf(dir, sizeof dir, "%s/postgres", g_dir);
+    snprintf(dir, sizeof dir, "%s/postgres", g_svc.dir);
     o = base_opts();
     o.server_host = dir;
     srv = start(&o);
@@ -374,8 +337,8 @@ static SSL_CTX *
 server_ctx(void)
 {
     char cert[256], key[256];
-    snprintf(cert, sizeof cert, "%s/postgres/data/server.crt", g_dir);
-    snprintf(key, sizeof key, "%s/postgres/data/server.key", g_dir);
+    snprintf(cert, sizeof cert, "%s/postgres/data/server.crt", g_svc.dir);
+    snprintf(key, sizeof key, "%s/postgres/data/server.key", g_svc.dir);
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     assert_non_null(ctx);
     assert_int_equal(SSL_CTX_use_certificate_file(ctx, cert, SSL_FILETYPE_PEM), 1);
@@ -389,7 +352,7 @@ test_tls(void **state)
     (void) state;
     SSL_CTX *ctx = server_ctx();
     char ca[256];
-    snprintf(ca, sizeof ca, "%s/postgres/data/server.crt", g_dir);
+    snprintf(ca, sizeof ca, "%s/postgres/data/server.crt", g_svc.dir);
     pgp_upstream_tls modes[] = {PGP_TLS_PREFER, PGP_TLS_REQUIRE, PGP_TLS_VERIFY};
     for (size_t i = 0; i < 3; i++) {
         pgp_opts o = base_opts();
