@@ -63,6 +63,11 @@ int audit__jcs_write(audit__buf *b, const void *value, const char *path, int dep
  * in a new NUL-terminated buffer. `field` names it in messages. */
 int audit__details_canonicalize(char **out, size_t *out_len, const char *json, size_t json_len,
                                 const char *field, dbao_err *err);
+/* audit__details_canonicalize_dom is its general path (jansson DOM, re-serialised), which it
+ * skips when audit__jcs_is_canonical already says yes; kept apart for the differential fuzz
+ * target. */
+int audit__details_canonicalize_dom(char **out, size_t *out_len, const char *json, size_t json_len,
+                                    const char *field, dbao_err *err);
 
 /* audit__jcs_is_canonical (jcscheck.c): true iff `s` is exactly the canonical details text
  * audit__details_canonicalize would produce from it; false means "check the slow way". */

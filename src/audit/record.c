@@ -471,8 +471,8 @@ details_from_value(char **out, size_t *out_len, const json_t *v, const char *fie
 }
 
 int
-audit__details_canonicalize(char **out, size_t *out_len, const char *json, size_t json_len,
-                            const char *field, dbao_err *err)
+audit__details_canonicalize_dom(char **out, size_t *out_len, const char *json, size_t json_len,
+                                const char *field, dbao_err *err)
 {
     json_error_t je;
     json_t *v;
@@ -495,6 +495,30 @@ audit__details_canonicalize(char **out, size_t *out_len, const char *json, size_
     rc = details_from_value(out, out_len, v, field, err);
     json_decref(v);
     return rc;
+}
+
+int
+audit__details_canonicalize(char **out, size_t *out_len, const char *json, size_t json_len,
+                            const char *field, dbao_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    /* The common case: producers (the gateway, the clearing engine) write canonical details
+     * themselves. Checked on the bytes without a DOM (jcscheck.c), it is copied as is; the
+     * jansson path (audit__details_canonicalize_dom) canonicalises anything else and names
+     * what is wrong. */
+    if (json_len <= AUDIT_DETAILS_MAX && audit__jcs_is_canonical(json, json_len)) {
+        char *c = dbao_malloc(json_len + 1);
+        if (c == NULL) {
+            return dbao_err_set(err, DBAO_ENOMEM, "field '%s': out of memory", field);
+        }
+        memcpy(c, json, json_len);
+        c[json_len] = 0;
+        *out = c;
+        *out_len = json_len;
+        return 0;
+    }
+    return audit__details_canonicalize_dom(out, out_len, json, json_len, field, err);
 }
 
 /* ---- field checks (shared by validate, decode and from_json) ----------------------------- */

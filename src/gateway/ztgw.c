@@ -1306,30 +1306,32 @@ build_records(zreq *r, dbao_err *err)
     const char *path = gw_ctx_path(ctx);
     snprintf(object, sizeof object, "%s %.*s", method, ZT_PATH_IN_AUDIT, path ? path : "");
     dbao_buf_reset(d);
+    /* Keys in canonical (sorted) order with canonical strings and integers: the audit
+     * library then takes the details as they are, without re-parsing (jcscheck.c). */
     int rc = dbao_buf_putc(d, '{');
     if (rc == 0) {
-        rc = json_str(d, "route", rt && rt->name ? rt->name : "");
+        rc = json_str(d, "auth", rt ? auth_name(rt->sec.auth) : "none");
     }
     if (rc == 0 && r->device[0]) {
         rc = json_str(d, "device", r->device);
     }
+    if (rc == 0) {
+        rc = json_str(d, "device_mode", rt ? device_name(rt->sec.device) : "none");
+    }
     if (rc == 0 && r->reason[0]) {
         rc = json_str(d, "reason", r->reason);
+    }
+    if (rc == 0 && r->retry_after_s) {
+        rc = json_int(d, "retry_after", r->retry_after_s);
+    }
+    if (rc == 0) {
+        rc = json_str(d, "route", rt && rt->name ? rt->name : "");
     }
     if (rc == 0 && r->rule[0]) {
         rc = json_str(d, "rule", r->rule);
     }
     if (rc == 0) {
         rc = json_str(d, "trace_id", gw_ctx_trace_id(ctx));
-    }
-    if (rc == 0) {
-        rc = json_str(d, "auth", rt ? auth_name(rt->sec.auth) : "none");
-    }
-    if (rc == 0) {
-        rc = json_str(d, "device_mode", rt ? device_name(rt->sec.device) : "none");
-    }
-    if (rc == 0 && r->retry_after_s) {
-        rc = json_int(d, "retry_after", r->retry_after_s);
     }
     if (rc == 0) {
         rc = dbao_buf_putc(d, '}');
@@ -1909,8 +1911,8 @@ early_refusal_record(gw_zt *z, gw_ctx *ctx)
     const char *why = gw_ctx_error(ctx);
     dbao_buf d = {0};
     int rc = dbao_buf_putc(&d, '{');
-    rc = rc ? rc : json_str(&d, "route", rt && rt->name ? rt->name : "");
     rc = rc ? rc : json_str(&d, "reason", why ? why : "refused by the gateway");
+    rc = rc ? rc : json_str(&d, "route", rt && rt->name ? rt->name : "");
     rc = rc ? rc : json_str(&d, "trace_id", gw_ctx_trace_id(ctx));
     rc = rc ? rc : dbao_buf_putc(&d, '}');
     zrec x = {
@@ -1966,8 +1968,8 @@ on_log(gw_ctx *ctx, void *arg)
                   .details = &d};
         if (fb) {
             int rc = dbao_buf_putc(&d, '{');
-            rc = rc ? rc : json_str(&d, "route", rt && rt->name ? rt->name : "");
             rc = rc ? rc : json_str(&d, "mode", fb);
+            rc = rc ? rc : json_str(&d, "route", rt && rt->name ? rt->name : "");
             rc = rc ? rc : json_str(&d, "trace_id", gw_ctx_trace_id(ctx));
             rc = rc ? rc : json_int(&d, "upstream_status", gw_ctx_upstream_status(ctx));
             rc = rc ? rc : dbao_buf_putc(&d, '}');
@@ -1980,10 +1982,6 @@ on_log(gw_ctx *ctx, void *arg)
         }
         if (masked) {
             dbao_buf_reset(&d);
-            int rc = dbao_buf_putc(&d, '{');
-            rc = rc ? rc : json_str(&d, "route", rt && rt->name ? rt->name : "");
-            rc = rc ? rc : json_int(&d, "fields", (long long) mf.fields);
-            rc = rc ? rc : json_int(&d, "findings", (long long) mf.findings);
             char types[512] = "";
             size_t tl = 0;
             for (int t = 1; t < MASK_T_COUNT; t++) {
@@ -1994,13 +1992,19 @@ on_log(gw_ctx *ctx, void *arg)
                         (size_t) snprintf(types + tl, sizeof types - tl, "%s%s", tl ? "," : "", nm);
                 }
             }
-            rc = rc ? rc : json_str(&d, "types", types);
-            rc = rc ? rc
-                    : dbao_buf_printf(&d, ",\"over_limit\":%s", mf.over_limit ? "true" : "false");
+            /* keys in canonical order (see build_records) */
+            int rc = dbao_buf_putc(&d, '{');
             if (mf.error) {
                 rc = rc ? rc : json_str(&d, "error", mf.error);
             }
+            rc = rc ? rc : json_int(&d, "fields", (long long) mf.fields);
+            rc = rc ? rc : json_int(&d, "findings", (long long) mf.findings);
+            rc = rc ? rc
+                    : dbao_buf_printf(&d, "%s\"over_limit\":%s", d.len > 1 ? "," : "",
+                                      mf.over_limit ? "true" : "false");
+            rc = rc ? rc : json_str(&d, "route", rt && rt->name ? rt->name : "");
             rc = rc ? rc : json_str(&d, "trace_id", gw_ctx_trace_id(ctx));
+            rc = rc ? rc : json_str(&d, "types", types);
             rc = rc ? rc : dbao_buf_putc(&d, '}');
             x.type = "gateway.mask";
             x.action = mf.error ? "mask-abort" : mf.over_limit ? "over-limit" : "mask";
