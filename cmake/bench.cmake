@@ -18,3 +18,9 @@ if(TARGET bench_mask_detect)
     set_target_properties(bench_mask_detect PROPERTIES EXCLUDE_FROM_ALL ON)
   endif()
 endif()
+
+# Helper programs of the benchmark scripts (not benchmarks, so not named bench_*: bench.sh runs
+# every bench_* binary): the zero-trust gateway
+# bench's pre-signer of request-mode requests.
+add_executable(gwzt_gen_signed ${CMAKE_SOURCE_DIR}/bench/gateway_zt/gen_signed.c)
+target_link_libraries(gwzt_gen_signed PRIVATE dengbao)

@@ -34,7 +34,6 @@ CONNS=${CONNS:-64}
 SCENARIOS=${SCENARIOS:-"pin1 free2"}
 PROTOS=${PROTOS:-"http https"}
 PROXIES=${PROXIES:-"nginx dengbao"}
-HZ=$(getconf CLK_TCK)
 if [ -n "${OUT:-}" ]; then
   D=$OUT
   mkdir -p "$D"
@@ -81,38 +80,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$D
   exit 1
 }
 
-ticks() { # PID: utime+stime (clock ticks) of the process (all threads) and its children
-  local p t=0
-  for p in $1 $(pgrep -P "$1"); do
-    [ -r "/proc/$p/stat" ] || continue
-    t=$((t + $(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
-
-to_ms() { # "3.21ms" -> 3.210
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n;
-    else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
-}
-
-pin() { # CPUS CMD...: run CMD pinned to CPUS ("" = not pinned)
-  local cpus=$1
-  shift
-  if [ -n "$cpus" ]; then
-    taskset -c "$cpus" "$@"
-  else
-    "$@"
-  fi
-}
-
-wait_url() { # URL
-  for _ in $(seq 1 100); do
-    curl -skf -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  echo "gateway bench: $1 is not ready" >&2
-  return 1
-}
+BENCH_NAME="gateway bench"
+# shellcheck source=bench/lib.sh
+. "$HERE/../lib.sh"
 
 # run_wrk SCENARIO PROTO PROXY URL PID WRKCPUS ROUND
 run_wrk() {
@@ -191,7 +161,7 @@ scenario() {
         ;;
       esac
       urls+=("$url")
-      wait_url "$url" || return 1
+      wait_url "$url" -k || return 1
     done
     for r in $(seq 1 "$ROUNDS"); do
       local i=0

@@ -15,8 +15,8 @@
 #     b          /b/  + device token mode: one token and one X-SM2-Signature reused (verified
 #                     once, then cached: the seed's SM2 token mode)
 #     c          /c/  + device request mode: a fresh SM2 signature per request. wrk cannot sign,
-#                     and a nonce is good once, so gen_signed.c (built here against the build's
-#                     libdengbao.a) signs SIGN_N requests before each gateway run and
+#                     and a nonce is good once, so gen_signed.c (the build's gwzt_gen_signed
+#                     target) signs SIGN_N requests before each gateway run and
 #                     signed.lua sends each once (a run that runs out is flagged "wrapped")
 #     d          /d/  + JSON response masking of the 4 KiB body (streaming scanner, clerk role)
 #   load      wrk -t2 -c$CONNS -d${DUR}s --latency with headers.lua / signed.lua (the same
@@ -46,7 +46,6 @@ PIN=${PIN:-1}
 WORKERS=${WORKERS:-2}
 CASES=${CASES:-"a-async a-durable b c d"}
 SIGN_N=${SIGN_N:-400000}
-HZ=$(getconf CLK_TCK)
 if [ -n "${OUT:-}" ]; then
   D=$OUT
   mkdir -p "$D"
@@ -88,15 +87,9 @@ if ! "$BIN" token --help >/dev/null 2>&1; then
   echo "gateway_zt bench skipped: '$BIN token' is not available" >&2
   exit 0
 fi
-LIB=$(dirname "$BIN")/libdengbao.a
-[ -f "$LIB" ] || {
-  echo "gateway_zt bench: $LIB is missing (build the dengbao target)" >&2
-  exit 1
-}
-# shellcheck disable=SC2046 # pkg-config prints several words
-cc -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/include" "$HERE/gen_signed.c" "$LIB" \
-  $(pkg-config --libs libcrypto jansson) -lpthread -o "$D/gen_signed" || {
-  echo "gateway_zt bench: cannot build gen_signed" >&2
+GEN_SIGNED=$(dirname "$BIN")/gwzt_gen_signed
+[ -x "$GEN_SIGNED" ] || {
+  echo "gateway_zt bench: $GEN_SIGNED is missing (build the gwzt_gen_signed target)" >&2
   exit 1
 }
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
@@ -105,33 +98,9 @@ else
   PIN=0 W=$WORKERS PCPU="" UCPU="" WCPU=""
 fi
 
-ticks() { # PID: utime+stime (clock ticks) of the process (all threads) and its children
-  local p t=0
-  for p in $1 $(pgrep -P "$1"); do
-    [ -r "/proc/$p/stat" ] || continue
-    t=$((t + $(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
-to_ms() { # "3.21ms" -> 3.210
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n;
-    else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
-}
-pin() { # CPUS CMD...
-  local cpus=$1
-  shift
-  if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
-}
-wait_url() { # URL [CURL ARGS]
-  local u=$1
-  shift
-  for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "$@" "$u" && return 0
-    sleep 0.1
-  done
-  echo "gateway_zt bench: $u is not ready" >&2
-  return 1
-}
+BENCH_NAME="gateway_zt bench"
+# shellcheck source=bench/lib.sh
+. "$HERE/../lib.sh"
 
 # ---- keys, policies, the upstream ---------------------------------------------------------------
 cd "$D" || exit 1
@@ -339,7 +308,7 @@ for cs in $CASES; do
   c) ZT_TOKEN=$DTOKEN lua=$HERE/signed.lua ;;
   esac
   if [ "$cs" = c ]; then
-    "$D/gen_signed" keys/dev.pem GET "$path" "" 1000 2 "$D/sig" || exit 1
+    "$GEN_SIGNED" keys/dev.pem GET "$path" "" 1000 2 "$D/sig" || exit 1
   fi
   s=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ZT_TOKEN" \
     ${ZT_SIG:+-H "X-SM2-Signature: $ZT_SIG"} "$GW_URL$path")
@@ -351,7 +320,7 @@ for cs in $CASES; do
   for r in $(seq 1 "$ROUNDS"); do
     run_wrk "$cs" nginx "http://127.0.0.1:$NP$path" "$NGINX_PID" "$r" "$lua" "$D/sig" || exit 1
     if [ "$cs" = c ]; then
-      "$D/gen_signed" keys/dev.pem GET "$path" "" "$SIGN_N" 2 "$D/sig" || exit 1
+      "$GEN_SIGNED" keys/dev.pem GET "$path" "" "$SIGN_N" 2 "$D/sig" || exit 1
     fi
     run_wrk "$cs" dengbao "$GW_URL$path" "$GW_PID" "$r" "$lua" "$D/sig" || exit 1
   done
