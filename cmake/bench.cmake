@@ -3,7 +3,9 @@ file(GLOB DBAO_BENCHES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/bench/bench_*.c)
 foreach(src ${DBAO_BENCHES})
   get_filename_component(name ${src} NAME_WE)
   add_executable(${name} ${src})
-  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/gm ${CMAKE_SOURCE_DIR}/src/mask)
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/gm ${CMAKE_SOURCE_DIR}/src/mask
+                                             ${CMAKE_SOURCE_DIR}/src/ring
+                                             ${CMAKE_SOURCE_DIR}/src/clearing)
   target_link_libraries(${name} PRIVATE dengbao m)
 endforeach()
 
@@ -16,6 +18,20 @@ if(TARGET bench_mask_detect)
   else()
     message(WARNING "libpcre2-8 not found: bench_mask_detect (and its regex anchor) not built")
     set_target_properties(bench_mask_detect PROPERTIES EXCLUDE_FROM_ALL ON)
+  endif()
+endif()
+
+# The ring bench's anchor is Concurrency Kit's ck_ring (libck-dev, scripts/deps.sh), header-only
+# for the ring itself; linked into bench_ring only.
+if(TARGET bench_ring)
+  find_path(CK_INCLUDE ck_ring.h)
+  find_library(CK_LIB ck)
+  if(CK_INCLUDE AND CK_LIB)
+    target_include_directories(bench_ring PRIVATE ${CK_INCLUDE})
+    target_link_libraries(bench_ring PRIVATE ${CK_LIB})
+  else()
+    message(WARNING "libck not found: bench_ring (and its ck_ring anchor) not built")
+    set_target_properties(bench_ring PROPERTIES EXCLUDE_FROM_ALL ON)
   endif()
 endif()
 

@@ -13,7 +13,7 @@ pkgs=(
   libuv1-dev node-llhttp libcurl4-openssl-dev curl libnats-dev
   nats-server clickhouse-server clickhouse-client libyaml-dev nginx wrk
   libpcre2-dev libpg-query-dev libprotobuf-c-dev postgresql-15 postgresql-client-15 libpq-dev
-  etcd-server etcd-client
+  etcd-server etcd-client libsqlite3-dev libck-dev
 )
 
 missing=()
