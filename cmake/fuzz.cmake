@@ -8,7 +8,7 @@ target_include_directories(dengbao_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/include)
 target_compile_options(dengbao_fuzz PRIVATE -fsanitize=fuzzer-no-link,address,undefined)
 target_link_libraries(dengbao_fuzz PUBLIC PkgConfig::OPENSSL PkgConfig::LIBSSL PkgConfig::JANSSON
                                           PkgConfig::LIBUV PkgConfig::LIBCURL PkgConfig::LIBNATS PkgConfig::LIBYAML
-                                          PkgConfig::LIBPQ ${PG_QUERY_LIB}
+                                          PkgConfig::LIBPQ PkgConfig::SQLITE3 ${PG_QUERY_LIB}
                                           dbao_llhttp Threads::Threads)
 
 file(GLOB DBAO_FUZZ_TARGETS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_*.c)
@@ -24,6 +24,10 @@ foreach(src ${DBAO_FUZZ_TARGETS})
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/mask ${PG_QUERY_INCLUDE})
   elseif(name MATCHES "^fuzz_zt_")
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/zt)
+  elseif(name MATCHES "^fuzz_clearing_")
+    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/clearing)
+  elseif(name MATCHES "^fuzz_saga_")
+    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/saga)
   elseif(name MATCHES "^fuzz_gw_")
     target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/gateway)
   else()
