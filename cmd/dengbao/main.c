@@ -4,7 +4,8 @@
 
 #include <string.h>
 
-int cmd_token(int argc, char **argv); /* cmd_token.c */
+int cmd_token(int argc, char **argv);    /* cmd_token.c */
+int cmd_clearing(int argc, char **argv); /* cmd_clearing.c */
 
 #ifndef DBAO_VERSION
 #define DBAO_VERSION "0.1.0"
@@ -23,6 +24,7 @@ static const char usage_text[] =
     "  mask      personal data: detect, mask with a policy, decrypt (docs/mask.md)\n"
     "  maskproxy a PostgreSQL-protocol proxy that masks sensitive columns per role\n"
     "  token     bearer tokens and SM2 device signatures for the gateway (issue, sign, verify)\n"
+    "  clearing  order intake and a clearing engine with a journal (and replay|settle|reconcile)\n"
 
     "\n"
     "options:\n"
@@ -68,6 +70,9 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "token") == 0) {
         return cmd_token(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "clearing") == 0) {
+        return cmd_clearing(argc - 1, argv + 1);
     }
 
     return cli_usage_error("dengbao <command> [options]; see dengbao --help",
