@@ -6,6 +6,7 @@
 
 int cmd_token(int argc, char **argv);    /* cmd_token.c */
 int cmd_clearing(int argc, char **argv); /* cmd_clearing.c */
+int cmd_saga(int argc, char **argv);     /* cmd_saga.c */
 
 #ifndef DBAO_VERSION
 #define DBAO_VERSION "0.1.0"
@@ -25,6 +26,7 @@ static const char usage_text[] =
     "  maskproxy a PostgreSQL-protocol proxy that masks sensitive columns per role\n"
     "  token     bearer tokens and SM2 device signatures for the gateway (issue, sign, verify)\n"
     "  clearing  order intake and a clearing engine with a journal (and replay|settle|reconcile)\n"
+    "  saga      a saga coordinator with durable state (and its example participant)\n"
 
     "\n"
     "options:\n"
@@ -73,6 +75,9 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "clearing") == 0) {
         return cmd_clearing(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "saga") == 0) {
+        return cmd_saga(argc - 1, argv + 1);
     }
 
     return cli_usage_error("dengbao <command> [options]; see dengbao --help",
