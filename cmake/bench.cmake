@@ -40,3 +40,9 @@ endif()
 # bench's pre-signer of request-mode requests.
 add_executable(gwzt_gen_signed ${CMAKE_SOURCE_DIR}/bench/gateway_zt/gen_signed.c)
 target_link_libraries(gwzt_gen_signed PRIVATE dengbao)
+# The clearing bench's open-loop load generator (epoll; bench/clearing/run.sh).
+add_executable(clearing_loadgen ${CMAKE_SOURCE_DIR}/bench/clearing/loadgen.c)
+target_link_libraries(clearing_loadgen PRIVATE dengbao)
+# The saga bench's load generator (libcurl multi; bench/saga/run.sh).
+add_executable(saga_load ${CMAKE_SOURCE_DIR}/bench/saga/load.c)
+target_link_libraries(saga_load PRIVATE dengbao)
