@@ -73,6 +73,25 @@ int cli_audit_trust_load(cli_audit_trust *t, const char *dir, const audit_log_co
                          dbao_err *err);
 void cli_audit_trust_free(cli_audit_trust *t);
 
+/* A service's audit log opened for writing (the daemons maskproxy, clearing, saga): its
+ * signing key, the keys it trusts after a rotation, and the log, which borrows the key for its
+ * whole life, so a writer must not move between open and close. cli_audit_writer_open loads
+ * the keys and opens the log in `dir` (recovery included) or fails with a message naming the
+ * folder; on failure nothing is left to free. cli_audit_writer_close closes the log and
+ * returns its result (0, or the error that failed it), then frees the keys; a zeroed or failed
+ * writer is a no-op. */
+typedef struct cli_audit_writer {
+    audit_log *log;
+    gm_sm2_key *key;
+    cli_audit_trust trust;
+    audit_log_config cfg;
+    audit_note_key nk;
+    char *holder;
+} cli_audit_writer;
+int cli_audit_writer_open(cli_audit_writer *w, const char *dir, audit_log_alarm_fn alarm,
+                          void *alarm_arg, dbao_err *err);
+int cli_audit_writer_close(cli_audit_writer *w);
+
 /* Subcommands. */
 int cmd_audit(int argc, char **argv);
 int cmd_audit_export(int argc, char **argv); /* argv[0] is "export" */

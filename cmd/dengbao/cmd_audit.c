@@ -194,6 +194,45 @@ cli_audit_trust_free(cli_audit_trust *t)
     memset(t, 0, sizeof *t);
 }
 
+int
+cli_audit_writer_open(cli_audit_writer *w, const char *dir, audit_log_alarm_fn alarm,
+                      void *alarm_arg, dbao_err *err)
+{
+    memset(w, 0, sizeof *w);
+    int rc = cli_audit_keys_load(dir, true, NULL, &w->key, &w->cfg, &w->holder, err);
+    if (rc == 0) {
+        rc = cli_audit_trust_load(&w->trust, dir, &w->cfg, err);
+    }
+    if (rc == 0) {
+        w->nk = (audit_note_key){.name = w->cfg.origin, .key = w->key};
+        audit_log_open_opts oo = {.signers = &w->nk,
+                                  .num_signers = 1,
+                                  .trusted = w->trust.nk,
+                                  .num_trusted = w->trust.n,
+                                  .alarm = alarm,
+                                  .alarm_arg = alarm_arg};
+        rc = audit_log_open(&w->log, dir, &oo, err);
+    }
+    if (rc != 0) {
+        char why[DBAO_ERR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err != NULL && err->msg[0] ? err->msg : dbao_strerror(rc));
+        cli_audit_writer_close(w);
+        return dbao_err_set(err, rc, "cannot open the audit log %s: %s", dir, why);
+    }
+    return 0;
+}
+
+int
+cli_audit_writer_close(cli_audit_writer *w)
+{
+    int rc = w->log != NULL ? audit_log_close(w->log) : 0;
+    cli_audit_trust_free(&w->trust);
+    gm_sm2_key_free(w->key);
+    dbao_free(w->holder);
+    memset(w, 0, sizeof *w);
+    return rc;
+}
+
 static int
 load_pub(gm_sm2_key **key, const char *path, dbao_err *err)
 {

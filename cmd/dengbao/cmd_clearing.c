@@ -97,35 +97,20 @@ run_daemon(const char *config, bool check)
 
     dbao_err err;
     dbao_err_clear(&err);
-    gm_sm2_key *key = NULL;
-    cli_audit_trust trust = {0};
-    char *holder = NULL;
-    audit_log *log = NULL;
+    cli_audit_writer aw = {0};
     clr_server *srv = NULL;
-    audit_log_config acfg;
     if (cfg->audit_dir != NULL) {
-        rc = cli_audit_keys_load(cfg->audit_dir, true, NULL, &key, &acfg, &holder, &err);
-        if (rc == 0)
-            rc = cli_audit_trust_load(&trust, cfg->audit_dir, &acfg, &err);
-        audit_note_key nk = {.name = acfg.origin, .key = key};
-        if (rc == 0) {
-            audit_log_open_opts oo = {.signers = &nk,
-                                      .num_signers = 1,
-                                      .trusted = trust.nk,
-                                      .num_trusted = trust.n,
-                                      .alarm = on_alarm};
-            rc = audit_log_open(&log, cfg->audit_dir, &oo, &err);
-        }
+        rc = cli_audit_writer_open(&aw, cfg->audit_dir, on_alarm, NULL, &err);
         if (rc != 0) {
-            fprintf(stderr, "dengbao: clearing: cannot open the audit log %s: %s\n", cfg->audit_dir,
-                    err.msg[0] ? err.msg : dbao_strerror(rc));
+            fprintf(stderr, "dengbao: clearing: %s\n", err.msg);
             rc = CLI_INTERNAL;
             goto out;
         }
-        const char *note = audit_log_recovery_note(log);
+        const char *note = audit_log_recovery_note(aw.log);
         if (note != NULL)
             fprintf(stderr, "clearing: audit log recovery: %s\n", note);
     }
+    audit_log *log = aw.log;
     rc = clr_server_start(&srv, cfg, log, &err);
     if (rc != 0) {
         fprintf(stderr, "dengbao: clearing: cannot start: %s\n",
@@ -146,11 +131,8 @@ run_daemon(const char *config, bool check)
     rc = clr_server_stop(srv) == 0 ? CLI_OK : CLI_INTERNAL;
     srv = NULL;
 out:
-    if (log != NULL && audit_log_close(log) != 0 && rc == CLI_OK)
+    if (cli_audit_writer_close(&aw) != 0 && rc == CLI_OK)
         rc = CLI_INTERNAL;
-    cli_audit_trust_free(&trust);
-    gm_sm2_key_free(key);
-    dbao_free(holder);
     clr_config_free(cfg);
     return rc;
 }

@@ -78,30 +78,15 @@ cmd_maskproxy(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     const char *dir = mask_proxy_config_audit_dir(cfg);
-    gm_sm2_key *key = NULL;
-    cli_audit_trust trust = {0};
-    char *holder = NULL;
-    audit_log *log = NULL;
+    cli_audit_writer aw = {0};
     mask_proxy *mp = NULL;
-    audit_log_config acfg;
-    rc = cli_audit_keys_load(dir, true, NULL, &key, &acfg, &holder, &err);
-    if (rc == 0)
-        rc = cli_audit_trust_load(&trust, dir, &acfg, &err);
-    audit_note_key nk = {.name = acfg.origin, .key = key};
-    if (rc == 0) {
-        audit_log_open_opts oo = {.signers = &nk,
-                                  .num_signers = 1,
-                                  .trusted = trust.nk,
-                                  .num_trusted = trust.n,
-                                  .alarm = on_alarm};
-        rc = audit_log_open(&log, dir, &oo, &err);
-    }
+    rc = cli_audit_writer_open(&aw, dir, on_alarm, NULL, &err);
     if (rc != 0) {
-        fprintf(stderr, "dengbao: maskproxy: cannot open the audit log %s: %s\n", dir,
-                err.msg[0] ? err.msg : dbao_strerror(rc));
+        fprintf(stderr, "dengbao: maskproxy: %s\n", err.msg);
         rc = CLI_INTERNAL;
         goto out;
     }
+    audit_log *log = aw.log;
     rc = mask_proxy_start(&mp, cfg, log, &err);
     if (rc != 0) {
         rc = cli_report(rc == DBAO_EFORMAT ? rc : DBAO_EIO, &err);
@@ -120,11 +105,8 @@ cmd_maskproxy(int argc, char **argv)
     rc = CLI_OK;
 out:
     mask_proxy_stop(mp);
-    if (log != NULL && audit_log_close(log) != 0 && rc == CLI_OK)
+    if (cli_audit_writer_close(&aw) != 0 && rc == CLI_OK)
         rc = CLI_INTERNAL;
-    cli_audit_trust_free(&trust);
-    gm_sm2_key_free(key);
-    dbao_free(holder);
     mask_proxy_config_free(cfg);
     return rc;
 }

@@ -118,31 +118,16 @@ cmd_saga(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    gm_sm2_key *key = NULL;
-    cli_audit_trust trust = {0};
-    char *holder = NULL;
-    audit_log *log = NULL;
+    cli_audit_writer aw = {0};
     saga_coord *coord = NULL;
     saga_api *api = NULL;
-    audit_log_config acfg;
-    rc = cli_audit_keys_load(cfg.audit_dir, true, NULL, &key, &acfg, &holder, &err);
-    if (rc == 0)
-        rc = cli_audit_trust_load(&trust, cfg.audit_dir, &acfg, &err);
-    audit_note_key nk = {.name = acfg.origin, .key = key};
-    if (rc == 0) {
-        audit_log_open_opts oo = {.signers = &nk,
-                                  .num_signers = 1,
-                                  .trusted = trust.nk,
-                                  .num_trusted = trust.n,
-                                  .alarm = on_alarm};
-        rc = audit_log_open(&log, cfg.audit_dir, &oo, &err);
-    }
+    rc = cli_audit_writer_open(&aw, cfg.audit_dir, on_alarm, NULL, &err);
     if (rc != 0) {
-        fprintf(stderr, "dengbao: saga: cannot open the audit log %s: %s\n", cfg.audit_dir,
-                err.msg[0] ? err.msg : dbao_strerror(rc));
+        fprintf(stderr, "dengbao: saga: %s\n", err.msg);
         rc = CLI_INTERNAL;
         goto out;
     }
+    audit_log *log = aw.log;
     saga_coord_opts co = {.store_url = cfg.store_url,
                           .owner = cfg.owner,
                           .lease_ms = cfg.lease_ms,
@@ -195,11 +180,8 @@ out:
     saga_coord_stop(coord, cfg.drain_ms);
     saga_api_free(api);
     saga_coord_free(coord);
-    if (log != NULL && audit_log_close(log) != 0 && rc == CLI_OK)
+    if (cli_audit_writer_close(&aw) != 0 && rc == CLI_OK)
         rc = CLI_INTERNAL;
-    cli_audit_trust_free(&trust);
-    gm_sm2_key_free(key);
-    dbao_free(holder);
     if (token)
         dbao_free_secret(token, strlen(token));
     saga_config_free(&cfg);
