@@ -9,7 +9,9 @@
  *      it was just submitted or claimed): the state machine below decides the next calls
  *      and writes their "sent" state (step RUNNING / COMPENSATING, attempts + 1) in memory;
  *   3. writes every new and changed transaction in ONE store batch (group commit: one
- *      database transaction and one fsync for all of them);
+ *      database transaction and one fsync for all of them; on PostgreSQL the batch's
+ *      statements are pipelined, store_internal.h "deferred writes", and a lease found lost
+ *      is reported at the commit: that transaction is dropped before any of its calls);
  *   4. only after the commit: answers the submits, starts the decided calls, hands the
  *      audit records of the turn to the audit log (one request), frees finished transactions;
  *   5. polls the caller (curl_multi_poll) until a transfer finishes, a request is queued
@@ -63,6 +65,7 @@
 #include <unistd.h>
 
 #include "coord.h"
+#include "store_internal.h"
 
 #define HASH_BUCKETS (1u << 16)
 #define CLAIM_BATCH  512
@@ -153,7 +156,7 @@ struct saga_coord {
     /* metrics (relaxed) */
     atomic_uint_fast64_t m_submitted, m_committed, m_compensated, m_parked, m_calls_ok,
         m_calls_failed, m_calls_unknown, m_retries, m_store_commits, m_store_us, m_lost, m_inflight,
-        m_active, m_turns, m_turn_us, m_poll_us, m_create_us;
+        m_active, m_turns, m_turn_us, m_poll_us, m_create_us, m_call_us, m_store_writes;
 };
 
 static int64_t
@@ -984,6 +987,7 @@ on_call_done(void *arg, const saga_call_result *r)
     free(x);
     crash_point(c, "after_call");
     atomic_fetch_sub_explicit(&c->m_inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->m_call_us, (uint64_t) r->elapsed_us, memory_order_relaxed);
     s->inflight--;
     c->calls_out--;
     s->inflight_mask &= ~(1ull << idx);
@@ -1342,13 +1346,34 @@ handle_creates(saga_coord *c, turn *tu, int64_t now)
 {
     saga_req *r = tu->creates;
     tu->creates = tu->creates_tail = NULL;
+    /* every create of the turn at once (one round trip on PostgreSQL: store_internal.h) */
+    size_t n = 0, k = 0;
+    for (saga_req *q = r; q != NULL; q = q->next_)
+        n++;
+    saga_create_item *items = calloc(n, sizeof *items);
+    if (items == NULL) {
+        while (r != NULL) {
+            saga_req *next = r->next_;
+            reply_err(r, 503, "out of memory");
+            r = next;
+        }
+        return;
+    }
+    for (saga_req *q = r; q != NULL; q = q->next_, k++)
+        items[k] = (saga_create_item){.gid = q->spec.gid,
+                                      .spec = q->spec.canonical,
+                                      .spec_len = q->spec.canonical_len,
+                                      .num_steps = q->spec.num_steps,
+                                      .deadline_ms = now + q->spec.timeout_ms};
+    saga__store_create_many(c->store, items, n);
+    k = 0;
     while (r != NULL) {
         saga_req *next = r->next_;
-        dbao_err err;
-        bool existed = false;
-        int64_t deadline = now + r->spec.timeout_ms;
-        int rc = saga_store_create(c->store, r->spec.gid, r->spec.canonical, r->spec.canonical_len,
-                                   r->spec.num_steps, deadline, &existed, &err);
+        saga_create_item *it = &items[k++];
+        bool existed = it->existed;
+        int64_t deadline = it->deadline_ms;
+        int rc = it->rc;
+        const dbao_err err = it->err;
         if (rc == SAGA_EEXIST) {
             reply_err(r, 409, "a transaction with this gid exists with another spec");
         } else if (rc != 0) {
@@ -1385,6 +1410,7 @@ handle_creates(saga_coord *c, turn *tu, int64_t now)
         }
         r = next;
     }
+    free(items);
 }
 
 static void
@@ -1478,6 +1504,7 @@ engine_turn(saga_coord *c, turn *tu, bool stopping)
                     saga_store_release(c->store, s->gid, &err);
                 s->dnext = written;
                 written = s;
+                atomic_fetch_add_explicit(&c->m_store_writes, 1, memory_order_relaxed);
             }
             s = n;
         }
@@ -1495,6 +1522,16 @@ engine_turn(saga_coord *c, turn *tu, bool stopping)
             written = NULL;
         } else {
             atomic_store_explicit(&c->store_failed, false, memory_order_release);
+            /* deferred writes (PostgreSQL pipeline) that found no lease wrote nothing: as
+             * SAGA_ELOST above, but known only now; dropped before any of their calls start */
+            const char *lg;
+            for (size_t i = 0; (lg = saga__store_lost_gid(c->store, i)) != NULL; i++) {
+                csaga *s = find_saga(c, lg);
+                if (s != NULL && !s->dead) {
+                    atomic_fetch_add_explicit(&c->m_lost, 1, memory_order_relaxed);
+                    drop_saga(c, s);
+                }
+            }
         }
     } else if (brc != 0) {
         atomic_store_explicit(&c->store_failed, true, memory_order_release);
@@ -1503,6 +1540,11 @@ engine_turn(saga_coord *c, turn *tu, bool stopping)
     for (csaga *s = written; s != NULL;) {
         csaga *n = s->dnext;
         s->dirty = false;
+        if (s->dead) { /* lost at commit (deferred write) */
+            maybe_free(c, s);
+            s = n;
+            continue;
+        }
         if (s->is_new) {
             s->is_new = false;
             crash_point(c, "after_create");
@@ -1806,6 +1848,9 @@ saga_coord_start(saga_coord *c, dbao_err *err)
     int rc = saga_store_open(&c->store, c->o.store_url, &so, err);
     if (rc != 0)
         return rc;
+    /* group commit on PostgreSQL: a turn's writes go out pipelined (store_internal.h); lost
+     * leases are then reported at the commit (engine_turn) */
+    saga__store_defer_writes(c->store, true);
     do_claim(c); /* recovery: every unfinished transaction whose lease is free or expired */
     c->next_claim_ms = now_ms() + c->o.claim_interval_ms;
     c->next_purge_ms = now_ms() + 1000;
@@ -1919,6 +1964,14 @@ saga_coord_metrics(saga_coord *c, dbao_buf *b)
                           "# TYPE dengbao_saga_store_commit_seconds_total counter\n"
                           "dengbao_saga_store_commit_seconds_total %llu.%06llu\n",
                           M(m_store_us) / 1000000, M(m_store_us) % 1000000);
+    rc |= dbao_buf_printf(b,
+                          "# TYPE dengbao_saga_store_writes_total counter\n"
+                          "dengbao_saga_store_writes_total %llu\n",
+                          M(m_store_writes));
+    rc |= dbao_buf_printf(b,
+                          "# TYPE dengbao_saga_call_seconds_total counter\n"
+                          "dengbao_saga_call_seconds_total %llu.%06llu\n",
+                          M(m_call_us) / 1000000, M(m_call_us) % 1000000);
     rc |= dbao_buf_printf(b,
                           "# TYPE dengbao_saga_engine_turns_total counter\n"
                           "dengbao_saga_engine_turns_total %llu\n",

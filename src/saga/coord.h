@@ -83,9 +83,10 @@ int saga_duration_parse(const char *s, uint64_t *ms);
 
 typedef struct saga_caller saga_caller;
 typedef struct saga_call_result {
-    int status;       /* HTTP status, or 0 when no answer (timeout, connection) */
-    int curl_code;    /* CURLcode */
-    char detail[224]; /* first bytes of the answer body or the curl error */
+    int status;         /* HTTP status, or 0 when no answer (timeout, connection) */
+    int curl_code;      /* CURLcode */
+    char detail[224];   /* first bytes of the answer body or the curl error */
+    int64_t elapsed_us; /* from saga_caller_start to the end of the transfer (0: unknown) */
 } saga_call_result;
 typedef void (*saga_call_done_fn)(void *arg, const saga_call_result *r);
 
@@ -112,7 +113,7 @@ typedef struct saga_coord_opts {
     uint32_t claim_interval_ms; /* default 2000 */
     uint64_t purge_after_ms;    /* final transactions kept this long; 0: 7 days */
     unsigned max_inflight;      /* participant calls at once; default 1024 */
-    unsigned max_host_conns;    /* keep-alive connections per participant host; default 64 */
+    unsigned max_host_conns;    /* keep-alive connections per participant host; default 512 */
     saga_spec_defaults defaults;
     audit_log *log;           /* NULL: no audit trail (tests only) */
     const char *audit_source; /* default "saga" */

@@ -289,6 +289,50 @@ saga_store_create(saga_store *s, const char *gid, const char *spec, size_t spec_
     return rc;
 }
 
+void
+saga__store_create_many(saga_store *s, saga_create_item *items, size_t n)
+{
+    size_t ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        saga_create_item *it = &items[i];
+        it->existed = false;
+        it->err.msg[0] = 0;
+        int rc = check_store(s, &it->err);
+        if (rc == 0) {
+            rc = check_gid(it->gid, &it->err);
+        }
+        if (rc == 0 && (it->spec == NULL || it->spec_len == 0 || it->spec_len > SAGA_SPEC_MAX)) {
+            rc = dbao_err_set(&it->err, DBAO_ERANGE, "saga store: spec must be 1..%u bytes",
+                              SAGA_SPEC_MAX);
+        }
+        if (rc == 0 && memchr(it->spec, 0, it->spec_len) != NULL) {
+            rc = dbao_err_set(&it->err, DBAO_EINVAL, "saga store: spec contains a NUL byte");
+        }
+        if (rc == 0 && it->num_steps > SAGA_STEPS_MAX) {
+            rc = dbao_err_set(&it->err, DBAO_ERANGE, "saga store: num_steps above %d",
+                              SAGA_STEPS_MAX);
+        }
+        it->rc = rc;
+        ok += rc == 0;
+    }
+    if (ok == 0) {
+        return;
+    }
+    if (s->in_batch && s->defer_writes && s->ops->create_many != NULL && ok > 1) {
+        s->ops->create_many(s, items, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        saga_create_item *it = &items[i];
+        if (it->rc == 0) {
+            bool ex = false;
+            it->rc = s->ops->create(s, it->gid, it->spec, it->spec_len, it->num_steps,
+                                    it->deadline_ms, &ex, &it->err);
+            it->existed = it->rc == 0 && ex;
+        }
+    }
+}
+
 int
 saga_store_update(saga_store *s, const saga_tx *t, const uint32_t *step_idx, size_t n,
                   dbao_err *err)
@@ -358,6 +402,23 @@ saga_store_batch_commit(saga_store *s, dbao_err *err)
     rc = s->ops->batch_commit(s, err);
     s->in_batch = false; /* committed or rolled back: either way the batch is over */
     return rc;
+}
+
+void
+saga__store_defer_writes(saga_store *s, bool on)
+{
+    if (s != NULL) {
+        s->defer_writes = on;
+    }
+}
+
+const char *
+saga__store_lost_gid(saga_store *s, size_t i)
+{
+    if (s == NULL || s->ops->lost_gid == NULL || s->in_batch) {
+        return NULL;
+    }
+    return s->ops->lost_gid(s, i);
 }
 
 int

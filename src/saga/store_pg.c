@@ -46,7 +46,11 @@
  * Round trips: create is one statement (INSERT of the saga and its steps in data-modifying
  * CTEs; a second one only when the gid exists), update one statement (the steps travel as
  * arrays unnested in SQL), claim two (claim, then the steps), get/list four (a REPEATABLE READ
- * read-only transaction so that a record and its steps come from one snapshot).
+ * read-only transaction so that a record and its steps come from one snapshot). With deferred
+ * writes (store_internal.h; the coordinator turns them on) a batch's updates and releases go
+ * out in libpq pipeline mode and its creates as one pipelined group: a turn of the coordinator
+ * costs a handful of round trips instead of one per statement; a lost lease is then reported
+ * after the commit (saga__store_lost_gid) instead of by the call.
  *
  * Lost connection (PostgreSQL restart): the next call on a broken connection reconnects
  * (PQreset, statements prepared again). A call whose connection breaks while it runs is retried
@@ -159,10 +163,24 @@ static const char SCHEMA_SQL[] =
     "CREATE INDEX IF NOT EXISTS dengbao_sagas_state_updated ON dengbao_sagas (state, "
     "updated_ms);\n";
 
+/* A deferred write (store_internal.h, saga__store_defer_writes): sent in pipeline mode inside
+ * a batch, its answer read later. */
+enum { PEND_UPDATE = 0, PEND_RELEASE = 1 };
+#define PIPE_MAX 512 /* answers read at the latest every PIPE_MAX deferred writes */
+typedef struct pg_pend {
+    int kind;
+    char gid[SAGA_GID_MAX + 1];
+} pg_pend;
+
 typedef struct pg_store {
     saga_store base; /* first: the dispatcher's pointer is this one */
     PGconn *c;
     bool batch_failed; /* a call inside the open batch failed: the batch is lost */
+    bool piped;        /* the connection is in pipeline mode with npend unread answers */
+    pg_pend *pend;     /* the deferred writes whose answers are not read yet */
+    size_t npend, cap_pend;
+    char (*lost)[SAGA_GID_MAX + 1]; /* deferred writes of this batch that found no lease */
+    size_t nlost, cap_lost;
 } pg_store;
 
 static bool
@@ -198,10 +216,182 @@ pg_fail(pg_store *st, PGresult *r, dbao_err *err, const char *what)
     return lost ? PG_CONNLOST : DBAO_EIO;
 }
 
+/* ---- deferred writes (libpq pipeline mode) ---------------------------------------------------
+ * Why: on PostgreSQL every statement is a round trip, and a turn of the coordinator writes one
+ * statement per changed transaction; in pipeline mode the statements of a turn go out without
+ * waiting and their answers come back together (one round trip for the lot). Order and
+ * atomicity are the server's: the statements run in the batch's transaction in the order sent,
+ * an error aborts that transaction (every later statement answers PGRES_PIPELINE_ABORTED) and
+ * the commit then rolls back. The Sync that ends a pipeline does not commit (an explicit BEGIN
+ * is open). A lease check that matches 0 rows is not an error: the gid goes to the lost list. */
+
+static int64_t val_i64(PGresult *r, int row, int col);
+static int reconnect(pg_store *st, dbao_err *err);
+
+static int
+lost_add(pg_store *st, const char *gid)
+{
+    if (st->nlost == st->cap_lost) {
+        size_t cap = st->cap_lost ? st->cap_lost * 2 : 16;
+        void *p = realloc(st->lost, cap * sizeof *st->lost);
+        if (p == NULL) {
+            return DBAO_ENOMEM;
+        }
+        st->lost = p;
+        st->cap_lost = cap;
+    }
+    snprintf(st->lost[st->nlost++], sizeof st->lost[0], "%s", gid);
+    return 0;
+}
+
+/* pipe_end reads every deferred answer, ends the pipeline and leaves pipeline mode. Any failure
+ * fails the open batch (DBAO_EIO, message in err). */
+static int
+pipe_end(pg_store *st, dbao_err *err)
+{
+    if (!st->piped) {
+        return 0;
+    }
+    int rc = 0;
+    const char *why = NULL;
+    if (PQpipelineSync(st->c) != 1) {
+        why = "pipeline sync";
+    }
+    for (size_t i = 0; i < st->npend && why == NULL; i++) {
+        PGresult *r = PQgetResult(st->c);
+        if (r == NULL) {
+            why = "deferred write (no answer)";
+            break;
+        }
+        ExecStatusType es = PQresultStatus(r);
+        bool ok;
+        if (st->pend[i].kind == PEND_UPDATE && es == PGRES_TUPLES_OK) {
+            ok = PQntuples(r) == 1 && val_i64(r, 0, 0) == 1;
+        } else if (st->pend[i].kind == PEND_RELEASE && es == PGRES_COMMAND_OK) {
+            ok = atoi(PQcmdTuples(r)) == 1;
+        } else {
+            const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+            dbao_err_set(err, DBAO_EIO, "saga pg: deferred %s failed: %.160s",
+                         st->pend[i].kind == PEND_UPDATE ? "update" : "release",
+                         m != NULL ? m : PQresStatus(es));
+            rc = DBAO_EIO;
+            why = "";
+            PQclear(r);
+            /* read the rest of this answer and the others (aborted) below */
+            while ((r = PQgetResult(st->c)) != NULL) {
+                PQclear(r);
+            }
+            for (i++; i < st->npend; i++) {
+                while ((r = PQgetResult(st->c)) != NULL) {
+                    PQclear(r);
+                }
+            }
+            break;
+        }
+        PQclear(r);
+        if (!ok && lost_add(st, st->pend[i].gid) != 0) {
+            why = "lost list (out of memory)";
+        }
+        while ((r = PQgetResult(st->c)) != NULL) { /* the NULL that ends each answer */
+            PQclear(r);
+        }
+    }
+    if (PQstatus(st->c) == CONNECTION_OK) {
+        PGresult *r = PQgetResult(st->c); /* PGRES_PIPELINE_SYNC */
+        if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+            if (why == NULL) {
+                why = "pipeline sync (unexpected answer)";
+            }
+        }
+        PQclear(r);
+        if (PQexitPipelineMode(st->c) != 1 && why == NULL) {
+            why = "pipeline exit";
+        }
+    } else if (why == NULL) {
+        why = "deferred write (connection lost)";
+    }
+    st->piped = false;
+    st->npend = 0;
+    if (PQpipelineStatus(st->c) != PQ_PIPELINE_OFF) {
+        /* answers left unread after a failure: a fresh session (the server rolls the batch
+         * back when the old one ends; the batch is failed below anyway) */
+        dbao_err e2;
+        reconnect(st, &e2);
+        if (why == NULL) {
+            why = "pipeline exit";
+        }
+    }
+    if (why != NULL) {
+        if (rc == 0) {
+            rc = dbao_err_set(err, DBAO_EIO, "saga pg: %s failed: %.160s", why,
+                              PQerrorMessage(st->c));
+        }
+        st->batch_failed = true;
+    }
+    return rc;
+}
+
+/* pipe_send sends one deferred write (the batch is open and not failed: ensure()). */
+static int
+pipe_send(pg_store *st, int q, int n, const char *const *v, int kind, const char *gid,
+          dbao_err *err)
+{
+    if (st->npend == PIPE_MAX) {
+        int rc = pipe_end(st, err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (st->npend == st->cap_pend) {
+        size_t cap = st->cap_pend ? st->cap_pend * 2 : 64;
+        void *p = realloc(st->pend, cap * sizeof *st->pend);
+        if (p == NULL) {
+            st->batch_failed = true;
+            return dbao_err_set(err, DBAO_ENOMEM, "saga pg: out of memory");
+        }
+        st->pend = p;
+        st->cap_pend = cap;
+    }
+    if (!st->piped) {
+        if (PQenterPipelineMode(st->c) != 1) {
+            st->batch_failed = true;
+            return dbao_err_set(err, DBAO_EIO, "saga pg: pipeline mode failed: %.160s",
+                                PQerrorMessage(st->c));
+        }
+        st->piped = true;
+    }
+    if (PQsendQueryPrepared(st->c, PNAME[q], n, v, NULL, NULL, 0) != 1) {
+        st->batch_failed = true;
+        return dbao_err_set(err, DBAO_EIO, "saga pg: deferred write failed: %.160s",
+                            PQerrorMessage(st->c));
+    }
+    st->pend[st->npend].kind = kind;
+    snprintf(st->pend[st->npend].gid, sizeof st->pend[0].gid, "%s", gid);
+    st->npend++;
+    /* libpq holds pipelined statements until its buffer is full; pushing them out every few
+     * lets the server run them while the engine prepares the next ones */
+    if ((st->npend & 7) == 0 && PQflush(st->c) < 0) {
+        st->batch_failed = true;
+        return dbao_err_set(err, DBAO_EIO, "saga pg: deferred write failed: %.160s",
+                            PQerrorMessage(st->c));
+    }
+    return 0;
+}
+
+static const char *
+pg_lost_gid(saga_store *base, size_t i)
+{
+    pg_store *st = (pg_store *) base;
+    return i < st->nlost ? st->lost[i] : NULL;
+}
+
 static int
 pexec(pg_store *st, int q, int n, const char *const *v, PGresult **out, dbao_err *err,
       const char *what)
 {
+    if (st->piped && pipe_end(st, err) != 0) {
+        return DBAO_EIO;
+    }
     PGresult *r = PQexecPrepared(st->c, PNAME[q], n, v, NULL, NULL, 0);
     ExecStatusType es = PQresultStatus(r);
     if (es == PGRES_TUPLES_OK || es == PGRES_COMMAND_OK) {
@@ -214,6 +404,9 @@ pexec(pg_store *st, int q, int n, const char *const *v, PGresult **out, dbao_err
 static int
 pcmd(pg_store *st, const char *sql, dbao_err *err, const char *what)
 {
+    if (st->piped && pipe_end(st, err) != 0) {
+        return DBAO_EIO;
+    }
     PGresult *r = PQexec(st->c, sql);
     ExecStatusType es = PQresultStatus(r);
     if (es == PGRES_TUPLES_OK || es == PGRES_COMMAND_OK) {
@@ -452,6 +645,9 @@ missing_or_lost(pg_store *st, const char *gid, dbao_err *err)
     return dbao_err_set(err, SAGA_ELOST, "saga pg: lease on '%s' lost", gid);
 }
 
+static int create_existing(pg_store *st, const char *gid, const char *spec, size_t spec_len,
+                           bool retried, bool *existed, dbao_err *err);
+
 static int
 create_once(pg_store *st, const char *gid, const char *spec, size_t spec_len, size_t num_steps,
             int64_t deadline_ms, bool retried, bool *existed, dbao_err *err)
@@ -477,7 +673,18 @@ create_once(pg_store *st, const char *gid, const char *spec, size_t spec_len, si
     if (inserted) {
         return 0;
     }
-    rc = pexec(st, P_SEL_SPEC, 1, v, &r, err, "read existing spec");
+    return create_existing(st, gid, spec, spec_len, retried, existed, err);
+}
+
+/* create_existing: the gid was not inserted: the same spec is the same transaction (existed),
+ * another one SAGA_EEXIST. */
+static int
+create_existing(pg_store *st, const char *gid, const char *spec, size_t spec_len, bool retried,
+                bool *existed, dbao_err *err)
+{
+    const char *v[1] = {gid};
+    PGresult *r = NULL;
+    int rc = pexec(st, P_SEL_SPEC, 1, v, &r, err, "read existing spec");
     if (rc != 0) {
         return rc;
     }
@@ -509,6 +716,130 @@ pg_create(saga_store *base, const char *gid, const char *spec, size_t spec_len, 
     CALL(st, true,
          create_once(st, gid, spec, spec_len, num_steps, deadline_ms, retried, existed, err), err);
     return rc;
+}
+
+/* pg_create_many (deferred writes, in a batch): the INSERTs of every item go out pipelined and
+ * their answers are read together; an item not inserted is then checked alone
+ * (create_existing). A failure fails the batch: that item and every later one get DBAO_EIO. */
+static void
+pg_create_many(saga_store *base, saga_create_item *items, size_t n)
+{
+    pg_store *st = (pg_store *) base;
+    char lease[16];
+    snprintf(lease, sizeof lease, "%u", st->base.lease_ms);
+    dbao_err e;
+    int rc = ensure(st, &e);
+    if (rc == 0 && st->piped) {
+        rc = pipe_end(st, &e);
+    }
+    if (rc == 0 && PQenterPipelineMode(st->c) != 1) {
+        rc = dbao_err_set(&e, DBAO_EIO, "saga pg: pipeline mode failed: %.160s",
+                          PQerrorMessage(st->c));
+    }
+    size_t sent = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        saga_create_item *it = &items[i];
+        if (it->rc != 0) {
+            continue;
+        }
+        char dl[24], ns[24];
+        snprintf(dl, sizeof dl, "%lld", (long long) it->deadline_ms);
+        snprintf(ns, sizeof ns, "%zu", it->num_steps);
+        char *sp = saga__strndup(it->spec, it->spec_len);
+        if (sp == NULL) {
+            rc = dbao_err_set(&e, DBAO_ENOMEM, "saga pg: out of memory");
+            break;
+        }
+        const char *v[6] = {it->gid, sp, dl, st->base.owner, lease, ns};
+        /* libpq copies the parameters into its output buffer here */
+        if (PQsendQueryPrepared(st->c, PNAME[P_CREATE], 6, v, NULL, NULL, 0) != 1) {
+            rc =
+                dbao_err_set(&e, DBAO_EIO, "saga pg: create failed: %.160s", PQerrorMessage(st->c));
+        } else {
+            sent++;
+            if ((sent & 7) == 0 && PQflush(st->c) < 0) {
+                rc = dbao_err_set(&e, DBAO_EIO, "saga pg: create failed: %.160s",
+                                  PQerrorMessage(st->c));
+            }
+        }
+        dbao_free(sp);
+    }
+    if (sent > 0 || PQpipelineStatus(st->c) != PQ_PIPELINE_OFF) {
+        if (PQpipelineSync(st->c) != 1 && rc == 0) {
+            rc = dbao_err_set(&e, DBAO_EIO, "saga pg: pipeline sync failed: %.160s",
+                              PQerrorMessage(st->c));
+        }
+        /* the answers, in the order sent; item k waits for a second look when not inserted */
+        size_t got = 0;
+        for (size_t i = 0; i < n && got < sent; i++) {
+            saga_create_item *it = &items[i];
+            if (it->rc != 0) {
+                continue;
+            }
+            got++;
+            PGresult *r = PQgetResult(st->c);
+            if (r == NULL) {
+                if (rc == 0) {
+                    rc = dbao_err_set(&e, DBAO_EIO, "saga pg: create failed: %.160s",
+                                      PQerrorMessage(st->c));
+                }
+                break;
+            }
+            if (rc == 0) {
+                if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+                    const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+                    rc = dbao_err_set(&e, DBAO_EIO, "saga pg: create failed: %.160s",
+                                      m != NULL ? m : PQresStatus(PQresultStatus(r)));
+                } else if (!(PQntuples(r) == 1 && val_i64(r, 0, 0) == 1)) {
+                    it->existed = true; /* marker: check below */
+                }
+            }
+            PQclear(r);
+            while ((r = PQgetResult(st->c)) != NULL) {
+                PQclear(r);
+            }
+        }
+        if (PQstatus(st->c) == CONNECTION_OK) {
+            PGresult *r = PQgetResult(st->c);
+            if ((r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) && rc == 0) {
+                rc = dbao_err_set(&e, DBAO_EIO, "saga pg: pipeline sync: unexpected answer");
+            }
+            PQclear(r);
+        }
+        if (PQexitPipelineMode(st->c) != 1) {
+            if (rc == 0) {
+                rc = dbao_err_set(&e, DBAO_EIO, "saga pg: pipeline exit failed: %.160s",
+                                  PQerrorMessage(st->c));
+            }
+            dbao_err e2;
+            reconnect(st, &e2); /* unread answers: a fresh session (the batch is lost) */
+        }
+    }
+    if (rc != 0) {
+        st->batch_failed = true;
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].rc == 0) {
+                items[i].rc = DBAO_EIO;
+                items[i].existed = false;
+                items[i].err = e;
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        saga_create_item *it = &items[i];
+        if (it->rc == 0 && it->existed) {
+            bool ex = false;
+            it->rc = ensure(st, &it->err);
+            if (it->rc == 0) {
+                it->rc = create_existing(st, it->gid, it->spec, it->spec_len, false, &ex, &it->err);
+            }
+            if (it->rc == PG_CONNLOST) {
+                it->rc = DBAO_EIO;
+            }
+            it->existed = it->rc == 0 && ex;
+        }
+    }
 }
 
 static int
@@ -557,6 +888,12 @@ pg_update(saga_store *base, const saga_tx *t, const uint32_t *step_idx, size_t n
     const char *v[10] = {t->gid,    base->owner, state,     saga__text_clean(t->reason, rbuf),
                          lease,     a[0].data,   a[1].data, a[2].data,
                          a[3].data, a[4].data};
+    if (base->in_batch && base->defer_writes) {
+        if ((rc = ensure(st, err)) == 0) {
+            rc = pipe_send(st, P_UPDATE, 10, v, PEND_UPDATE, t->gid, err);
+        }
+        goto out;
+    }
     bool retried = false;
     CALL(st, true, update_once(st, t, v, err), err);
     (void) retried;
@@ -571,6 +908,7 @@ static int
 pg_batch_begin(saga_store *base, dbao_err *err)
 {
     pg_store *st = (pg_store *) base;
+    st->nlost = 0;
     int rc = ensure(st, err);
     if (rc == 0) {
         rc = pcmd(st, "BEGIN", err, "batch begin");
@@ -583,6 +921,10 @@ static int
 pg_batch_commit(saga_store *base, dbao_err *err)
 {
     pg_store *st = (pg_store *) base;
+    dbao_err perr;
+    if (st->piped && pipe_end(st, &perr) != 0) {
+        fprintf(stderr, "%s\n", perr.msg); /* the batch is lost: say why once */
+    }
     if (st->batch_failed || PQstatus(st->c) != CONNECTION_OK) {
         if (PQstatus(st->c) == CONNECTION_OK) {
             PQclear(PQexec(st->c, "ROLLBACK"));
@@ -649,6 +991,13 @@ pg_release(saga_store *base, const char *gid, dbao_err *err)
 {
     pg_store *st = (pg_store *) base;
     int rc;
+    if (base->in_batch && base->defer_writes) {
+        const char *v[2] = {gid, st->base.owner};
+        if ((rc = ensure(st, err)) == 0) {
+            rc = pipe_send(st, P_RELEASE, 2, v, PEND_RELEASE, gid, err);
+        }
+        return rc;
+    }
     bool retried = false;
     CALL(st, true, release_once(st, gid, err), err);
     (void) retried;
@@ -784,6 +1133,8 @@ pg_close(saga_store *base)
 {
     pg_store *st = (pg_store *) base;
     PQfinish(st->c); /* an open batch is rolled back by the server when the session ends */
+    free(st->pend);
+    free(st->lost);
     dbao_free(st);
 }
 
@@ -800,6 +1151,8 @@ static const saga_store_ops PG_OPS = {
     .list = pg_list,
     .admin_set = pg_admin_set,
     .purge = pg_purge,
+    .lost_gid = pg_lost_gid,
+    .create_many = pg_create_many,
 };
 
 /* schema_setup: one transaction under the advisory lock; a newer version is refused. */
