@@ -23,7 +23,15 @@
  * to CLR_ORDER_CLOSED after, so one probe answers both "duplicate id?" and "which open order?";
  * closed slab entries go to a free stack. A single probe (table_probe) serves both a
  * duplicate check and the insertion that follows it. The apply cost is dominated by cache
- * misses on these probes, so the number of distinct tables an event touches is kept minimal.
+ * misses on these probes, so the number of distinct tables an event touches is kept minimal,
+ * and the misses that remain are overlapped: clr_engine_apply prefetches the home slot of every
+ * probe the event will make before any of them (the keys are all in the event), and each
+ * record is prefetched as soon as its index is known. An open order caches the index of its
+ * client position and of its netting row, and the engine the index of each instrument's contra
+ * position (index + 1, 0 = not looked up yet), so a fill reaches them without probing the
+ * position and netting tables again. These caches are not state: nothing observable (results,
+ * movements, snapshots, the state hash) depends on them, and a restored engine starts with
+ * them empty.
  *
  * Fees (per fill, amount a = price * qty fen; rhu(x) = x * ppm / 10^6 rounded half up):
  *   commission = max(commission_min, rhu(a, commission_ppm)); stamp = rhu(a, stamp_ppm) on
@@ -69,8 +77,10 @@ hkey(uint64_t a, uint64_t b)
 
 /* Large tables are allocated on 2 MiB boundaries and marked for transparent huge pages: the
  * lookups are random over tens of megabytes, and with 4 KiB pages nearly every one would also
- * miss the TLB (measured: docs/clearing.md, "Performance"). Small tables use the allocator. The
- * flag in the table records which free to use. */
+ * miss the TLB (measured: docs/clearing.md, "Performance"). Small tables use the allocator.
+ * The size decides which free to use. Large ones are anonymous mappings (over-mapped by 2 MiB
+ * and trimmed to the boundary): the kernel hands them out zeroed, so they are not cleared a
+ * second time with memset (that pass was measurable while the per-day tables grow). */
 #define HUGE_BYTES ((size_t) 2 << 20)
 
 static clr_slot *
@@ -80,15 +90,24 @@ slots_alloc(size_t n)
     if (bytes < HUGE_BYTES) {
         return dbao_calloc(n, sizeof(clr_slot));
     }
-    void *p = NULL;
-    if (posix_memalign(&p, HUGE_BYTES, bytes) != 0) {
+    /* bytes = 24 * 2^k >= 2 MiB is a multiple of 1 MiB, so of any page size. */
+    size_t len = bytes + HUGE_BYTES;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
         return NULL;
+    }
+    char *p = (char *) (((uintptr_t) m + HUGE_BYTES - 1) & ~(uintptr_t) (HUGE_BYTES - 1));
+    size_t head = (size_t) (p - m);
+    if (head != 0) {
+        (void) munmap(m, head);
+    }
+    if (len - head - bytes != 0) {
+        (void) munmap(p + bytes, len - head - bytes);
     }
 #ifdef MADV_HUGEPAGE
     (void) madvise(p, bytes, MADV_HUGEPAGE); /* advice only: failure is harmless */
 #endif
-    memset(p, 0, bytes);
-    return p;
+    return (clr_slot *) p;
 }
 
 static void
@@ -96,8 +115,8 @@ slots_free(clr_slot *s, size_t n)
 {
     if (n * sizeof(clr_slot) < HUGE_BYTES) {
         dbao_free(s);
-    } else {
-        free(s);
+    } else if (s != NULL) {
+        (void) munmap(s, n * sizeof(clr_slot));
     }
 }
 
@@ -116,7 +135,14 @@ table_resize(clr_table *t, size_t ncap)
         return DBAO_ENOMEM;
     }
     size_t mask = ncap - 1;
+    /* The insertions land at random in the new table: prefetch the home slot of the entry
+     * RESIZE_AHEAD positions on so that several misses are in flight at once. */
+    enum { RESIZE_AHEAD = 8 };
     for (size_t i = 0; i < t->cap; i++) {
+        if (i + RESIZE_AHEAD < t->cap && t->slots[i + RESIZE_AHEAD].used) {
+            const clr_slot *f = &t->slots[i + RESIZE_AHEAD];
+            __builtin_prefetch(&ns[hkey(f->a, f->b) & mask], 1, 3);
+        }
         const clr_slot *s = &t->slots[i];
         if (!s->used) {
             continue;
@@ -174,6 +200,19 @@ table_find(const clr_table *t, uint64_t a, uint64_t b)
             return s;
         }
         j = (j + 1) & mask;
+    }
+}
+
+/* table_prefetch starts loading the home slot of (a, b) without waiting for it (a hint: no
+ * fault, no effect on results). A 24-byte slot may straddle two cache lines: both are asked
+ * for. __builtin_prefetch is portable (a no-op where the target has no prefetch). */
+static inline void
+table_prefetch(const clr_table *t, uint64_t a, uint64_t b)
+{
+    if (t->cap != 0) {
+        const char *s = (const char *) &t->slots[hkey(a, b) & (t->cap - 1)];
+        __builtin_prefetch(s, 1, 3);
+        __builtin_prefetch(s + sizeof(clr_slot) - 1, 1, 3);
     }
 }
 
@@ -445,7 +484,8 @@ clr_engine_new(clr_engine **out, const clr_refdata *ref, unsigned shard, unsigne
     e->inst = dbao_malloc(n * sizeof *e->inst);
     e->inst_venue = dbao_calloc(n, sizeof *e->inst_venue);
     e->xfer_net = dbao_calloc(n, sizeof *e->xfer_net);
-    if (e->inst == NULL || e->inst_venue == NULL || e->xfer_net == NULL) {
+    e->contra_ref = dbao_calloc(n, sizeof *e->contra_ref);
+    if (e->inst == NULL || e->inst_venue == NULL || e->xfer_net == NULL || e->contra_ref == NULL) {
         clr_engine_free(e);
         return dbao_err_set(err, DBAO_ENOMEM, "clearing engine: out of memory");
     }
@@ -480,6 +520,7 @@ clr_engine_free(clr_engine *e)
     dbao_free(e->inst);
     dbao_free(e->inst_venue);
     dbao_free(e->xfer_net);
+    dbao_free(e->contra_ref);
     dbao_free(e);
 }
 
@@ -497,6 +538,7 @@ typedef struct ctx {
     clr_result *res;
     clr_move_fn move;
     void *move_arg;
+    clr_acct *acct; /* the event's account once resolved (saves the lookup for the result) */
 } ctx;
 
 static void
@@ -531,8 +573,16 @@ account_of(ctx *c, clr_acct **out)
     if (clr_route_shard(ev->account, c->e->nshards) != c->e->shard) {
         return CLR_REJ_SHARD;
     }
-    *out = acct_find(c->e, ev->account);
-    return *out ? CLR_OK : CLR_REJ_ACCOUNT;
+    clr_acct *a = acct_find(c->e, ev->account);
+    if (a == NULL) {
+        return CLR_REJ_ACCOUNT;
+    }
+    /* The record is read later in every handler: start its load now, overlapped with the
+     * handler's other table probes (prefetched in clr_engine_apply). */
+    __builtin_prefetch(a, 1, 3);
+    *out = a;
+    c->acct = a;
+    return CLR_OK;
 }
 
 static int
@@ -558,6 +608,7 @@ ev_open(ctx *c)
     uint32_t idx = (uint32_t) e->num_accts++;
     e->accts[idx] = (clr_acct){.id = ev->account, .member = ev->member, .credit = ev->amount};
     clr__table_insert(&e->acct_tab, ev->account, 0, idx);
+    c->acct = &e->accts[idx];
     c->res->cash_available = 0;
     return CLR_OK;
 }
@@ -741,6 +792,7 @@ ev_order(ctx *c)
         }
         p->avail -= ev->qty;
         p->frozen += ev->qty;
+        o.pos_ref = (uint32_t) (p - e->pos) + 1;
     }
     uint32_t idx = e->num_free ? e->ord_free[--e->num_free] : (uint32_t) e->num_ords++;
     e->ords[idx] = o;
@@ -748,6 +800,50 @@ ev_order(ctx *c)
     table_fill(&e->used_tab, us, ev->account, ev->order_id, idx);
     c->res->open_qty = o.open;
     return CLR_OK;
+}
+
+/* The order's client position (cached in the order after the first lookup) or NULL. */
+static inline clr_pos *
+order_pos(clr_engine *e, clr_order *o)
+{
+    if (o->pos_ref != 0) {
+        return &e->pos[o->pos_ref - 1];
+    }
+    clr_pos *p = pos_find(e, o->account, o->security);
+    if (p != NULL) {
+        o->pos_ref = (uint32_t) (p - e->pos) + 1;
+    }
+    return p;
+}
+
+/* The contra position of instrument `ii` (one per instrument: its venue's contra account),
+ * cached per instrument after the first lookup, or NULL. */
+static inline clr_pos *
+contra_pos(clr_engine *e, uint32_t ii, uint64_t contra, uint32_t sec)
+{
+    if (e->contra_ref[ii] != 0) {
+        return &e->pos[e->contra_ref[ii] - 1];
+    }
+    clr_pos *p = pos_find(e, contra, sec);
+    if (p != NULL) {
+        e->contra_ref[ii] = (uint32_t) (p - e->pos) + 1;
+    }
+    return p;
+}
+
+/* The order's netting row today (cached in the order) or NULL. */
+static inline clr_net_row *
+order_net(clr_engine *e, clr_order *o, uint32_t member)
+{
+    if (o->net_ref != 0) {
+        return &e->net[o->net_ref - 1];
+    }
+    clr_slot *s = table_find(&e->net_tab, member, o->security);
+    if (s == NULL) {
+        return NULL;
+    }
+    o->net_ref = s->v + 1;
+    return &e->net[s->v];
 }
 
 /* Releases an open order's remaining freeze (cancel and expiry). */
@@ -759,7 +855,7 @@ order_release(clr_engine *e, clr_order *o)
         a->frozen -= o->frozen;
         a->avail += o->frozen;
     } else {
-        clr_pos *p = pos_find(e, o->account, o->security);
+        clr_pos *p = order_pos(e, o);
         p->frozen -= o->open;
         p->avail += o->open;
     }
@@ -785,16 +881,14 @@ ev_cancel(ctx *c)
     return CLR_OK;
 }
 
+/* Adds the order's (member, security) netting row, known to be absent; room reserved. */
 static clr_net_row *
-net_get(clr_engine *e, uint32_t member, uint32_t sec)
+net_add(clr_engine *e, clr_order *o, uint32_t member)
 {
-    clr_slot *s = table_find(&e->net_tab, member, sec);
-    if (s != NULL) {
-        return &e->net[s->v];
-    }
     uint32_t idx = (uint32_t) e->num_net++;
-    e->net[idx] = (clr_net_row){.member = member, .security = sec};
-    clr__table_insert(&e->net_tab, member, sec, idx);
+    e->net[idx] = (clr_net_row){.member = member, .security = o->security};
+    clr__table_insert(&e->net_tab, member, o->security, idx);
+    o->net_ref = idx + 1;
     return &e->net[idx];
 }
 
@@ -817,6 +911,13 @@ ev_fill(ctx *c)
     clr_order *o = order_find(e, ev->account, ev->order_id, &slot);
     if (o == NULL) {
         return CLR_REJ_ORDER;
+    }
+    /* Start loading the position and netting row the order caches while the checks run. */
+    if (o->pos_ref != 0) {
+        __builtin_prefetch(&e->pos[o->pos_ref - 1], 1, 3);
+    }
+    if (o->net_ref != 0) {
+        __builtin_prefetch(&e->net[o->net_ref - 1], 1, 3);
     }
     c->res->open_qty = o->open;
     if (ev->qty <= 0) {
@@ -847,8 +948,10 @@ ev_fill(ctx *c)
     }
     int64_t *contra = &e->contra[o->venue];
     int64_t ncontra, nfee, nfills_net;
-    clr_pos *p = pos_find(e, ev->account, o->security);
-    clr_pos *cp = pos_find(e, CLR_CONTRA_SH + o->venue - 1, o->security);
+    uint64_t contra_id = CLR_CONTRA_SH + o->venue - 1;
+    clr_pos *p = order_pos(e, o);
+    clr_pos *cp = contra_pos(e, o->inst, contra_id, o->security);
+    clr_net_row *cur = order_net(e, o, a->member);
     int64_t pre = a->avail + a->frozen;
     clr_net_row *nr = NULL;
     if (buy) {
@@ -863,8 +966,6 @@ ev_fill(ctx *c)
             __builtin_sub_overflow(cp ? cp->avail : 0, ev->qty, &ncq)) {
             return CLR_REJ_RANGE;
         }
-        clr_slot *ns = table_find(&e->net_tab, a->member, o->security);
-        const clr_net_row *cur = ns ? &e->net[ns->v] : NULL;
         if (__builtin_add_overflow(cur ? cur->buy_amount : 0, amount, &nbuyamt) ||
             __builtin_add_overflow(cur ? cur->buy_qty : 0, ev->qty, &nbuyqty) ||
             __builtin_add_overflow(cur ? cur->fees : 0, fee, &nfees) ||
@@ -881,13 +982,15 @@ ev_fill(ctx *c)
         e->fee_cash = nfee;
         if (p == NULL) {
             p = clr__pos_add(e, ev->account, o->security, o->inst);
+            o->pos_ref = (uint32_t) (p - e->pos) + 1;
         }
         p->pending = npend;
         if (cp == NULL) {
-            cp = clr__pos_add(e, CLR_CONTRA_SH + o->venue - 1, o->security, o->inst);
+            cp = clr__pos_add(e, contra_id, o->security, o->inst);
+            e->contra_ref[o->inst] = (uint32_t) (cp - e->pos) + 1;
         }
         cp->avail = ncq;
-        nr = net_get(e, a->member, o->security);
+        nr = cur != NULL ? cur : net_add(e, o, a->member);
         nr->buy_qty = nbuyqty;
         nr->buy_amount = nbuyamt;
         nr->fees = nfees;
@@ -907,8 +1010,6 @@ ev_fill(ctx *c)
             __builtin_add_overflow(cp ? cp->avail : 0, ev->qty, &ncq)) {
             return CLR_REJ_RANGE;
         }
-        clr_slot *ns = table_find(&e->net_tab, a->member, o->security);
-        const clr_net_row *cur = ns ? &e->net[ns->v] : NULL;
         if (__builtin_add_overflow(cur ? cur->sell_amount : 0, amount, &nsellamt) ||
             __builtin_add_overflow(cur ? cur->sell_qty : 0, ev->qty, &nsellqty) ||
             __builtin_add_overflow(cur ? cur->fees : 0, fee, &nfees) ||
@@ -921,10 +1022,11 @@ ev_fill(ctx *c)
         *contra = ncontra;
         e->fee_cash = nfee;
         if (cp == NULL) {
-            cp = clr__pos_add(e, CLR_CONTRA_SH + o->venue - 1, o->security, o->inst);
+            cp = clr__pos_add(e, contra_id, o->security, o->inst);
+            e->contra_ref[o->inst] = (uint32_t) (cp - e->pos) + 1;
         }
         cp->avail = ncq;
-        nr = net_get(e, a->member, o->security);
+        nr = cur != NULL ? cur : net_add(e, o, a->member);
         nr->sell_qty = nsellqty;
         nr->sell_amount = nsellamt;
         nr->fees = nfees;
@@ -1067,6 +1169,30 @@ clr_engine_apply(clr_engine *e, const clr_event *ev, clr_result *res, clr_move_f
     res->order_id = ev->order_id;
     res->type = ev->type;
     ctx c = {.e = e, .ev = ev, .res = res, .move = move, .move_arg = move_arg};
+    /* The probes an event makes are independent of each other until the records they point
+     * to are read: start every home slot's load now so that their cache misses overlap
+     * instead of following one another (the apply cost is mostly these misses). After
+     * reserve_for: a table that grows moves its slots. */
+    switch (ev->type) {
+    case CLR_EV_FILL:
+        table_prefetch(&e->exec_tab, ev->account, ev->exec_id);
+        /* fallthrough */
+    case CLR_EV_CANCEL:
+    case CLR_EV_ORDER:
+        table_prefetch(&e->used_tab, ev->account, ev->order_id);
+        if (ev->type == CLR_EV_ORDER && ev->side == CLR_SIDE_SELL) {
+            table_prefetch(&e->pos_tab, ev->account, ev->security);
+        }
+        table_prefetch(&e->acct_tab, ev->account, 0);
+        break;
+    case CLR_EV_XFER_IN:
+    case CLR_EV_XFER_OUT:
+        table_prefetch(&e->pos_tab, ev->account, ev->security);
+        table_prefetch(&e->acct_tab, ev->account, 0);
+        break;
+    default:
+        break;
+    }
     int r;
     switch (ev->type) {
     case CLR_EV_OPEN:
@@ -1098,7 +1224,12 @@ clr_engine_apply(clr_engine *e, const clr_event *ev, clr_result *res, clr_move_f
         break;
     }
     res->reject = (uint8_t) r;
-    if (ev->type != CLR_EV_EOD && ev->account != 0) {
+    if (c.acct != NULL) {
+        /* An account once resolved stays (nothing removes one) and stays at that address
+         * (the array grows only in reserve_for, before the event). */
+        res->cash_available = c.acct->avail;
+        res->cash_frozen = c.acct->frozen;
+    } else if (ev->type != CLR_EV_EOD && ev->account != 0) {
         const clr_acct *a =
             (ev->account <= CLR_ACCOUNT_MAX && clr_route_shard(ev->account, e->nshards) == e->shard)
                 ? acct_find(e, ev->account)

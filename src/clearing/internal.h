@@ -108,6 +108,12 @@ typedef struct clr_order {
     int64_t open;    /* open quantity */
     int64_t frozen;  /* buy: cash still frozen = limit * open + fee_rem; sell: 0 */
     int64_t fee_rem; /* buy: fee freeze not yet charged */
+    /* Lookup caches, not state (never in a snapshot or the state hash): index + 1 of the
+     * order's client position and of its (member, security) netting row today, 0 = not looked
+     * up yet. Both stay valid while the order is open: positions are never removed or moved,
+     * and netting rows are cleared only at EOD, which closes every order. A zero-initialised
+     * order (snapshot load) simply looks them up on first use. */
+    uint32_t pos_ref, net_ref;
 } clr_order;
 
 struct clr_engine {
@@ -118,7 +124,8 @@ struct clr_engine {
     clr_fees fees;
     clr_instrument *inst;
     uint8_t *inst_venue;
-    int64_t *xfer_net; /* per instrument: transfers in - out */
+    int64_t *xfer_net;    /* per instrument: transfers in - out */
+    uint32_t *contra_ref; /* per instrument: index + 1 of its contra position, 0 = not cached */
     size_t num_inst;
     uint8_t ref_digest[32];
 
