@@ -400,18 +400,12 @@ cmd_reconcile(const clr_config *cfg, const char *settlement)
         size_t n;
         if ((rc = gather_settlement(cfg, &date, &rows, &n)) != CLI_OK)
             return rc;
-        char tmp[] = "/tmp/dengbao-reconcile-XXXXXX";
-        int fd = mkstemp(tmp);
-        if (fd < 0) {
-            free(rows);
-            return cli_error(DBAO_EIO, "clearing: cannot create a temporary file");
-        }
-        close(fd);
-        rc = clr_settlement_write(tmp, date, rows, n, &rt, &err);
-        unlink(tmp);
+        rc = clr_settlement_write(NULL, date, rows, n, &rt, &err);
         free(rows);
-        if (rc != 0)
-            return cli_report(rc, &err) == CLI_OK ? CLI_USAGE : CLI_USAGE;
+        if (rc != 0) {
+            cli_report(rc, &err);
+            return CLI_USAGE;
+        }
         print_settle("recomputed", &rt);
         struct {
             const char *name;

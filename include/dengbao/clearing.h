@@ -289,7 +289,8 @@ int clr_engine_settlement(const clr_engine *e, uint32_t *trade_date, clr_net_row
  * the rows of every shard merged and summed per member x security, sorted; a totals line; and
  * an SM3 line over everything before it. Deterministic. clr_settlement_check reads a file back,
  * verifies the digest and that the totals balance (sum of net_cash + fees == sum of
- * sell_amount - buy_amount), and fills its totals. */
+ * sell_amount - buy_amount), and fills its totals. With path NULL clr_settlement_write writes
+ * nothing and only computes the totals the file would carry (reconciliation). */
 typedef struct clr_settle_totals {
     uint32_t trade_date;
     uint64_t rows;

@@ -160,7 +160,9 @@ clr_settlement_write(const char *path, uint32_t trade_date, const clr_net_row *r
         rc = dbao_err_set(err, DBAO_ENOMEM, "settlement: out of memory");
         goto out;
     }
-    rc = dbao_file_write(path, b.data, b.len, 0640, err);
+    if (path != NULL) {
+        rc = dbao_file_write(path, b.data, b.len, 0640, err);
+    }
     if (rc == 0 && totals != NULL) {
         *totals = t;
     }

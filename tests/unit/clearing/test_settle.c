@@ -157,6 +157,10 @@ test_merge_shards(void **state)
     assert_int_equal(t.net_cash, 370000 - 181000 - 2200);
     assert_int_equal(clr_settlement_check(path, &c, NULL), 0);
     totals_eq(&c, &t);
+    /* No path: the same totals, nothing written (reconcile recomputes this way). */
+    clr_settle_totals m;
+    assert_int_equal(clr_settlement_write(NULL, 20260106, rows, 4, &m, NULL), 0);
+    totals_eq(&m, &t);
     size_t len;
     char *s = slurp(&len);
     assert_non_null(strstr(s, "\n3,600519,SH,100,200,180000,370000,1700,-100,188300,1883.00\n"));
